@@ -1,0 +1,191 @@
+"""Content-addressed cache for downloads and stage results.
+
+Downloads live under blobs/sha256/<hash>. A stage's result lives in a directory named by
+the hash of everything that went into it (stages/<stage>/<key>/); it appears there only
+when complete (built under a temporary name, then renamed), with a manifest of its files'
+sizes and SHA-256 so a damaged entry is noticed and rebuilt instead of used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from . import log
+from .errors import IntegrityError
+
+MANIFEST = ".apbuild-manifest.json"
+
+
+def default_root() -> Path:
+    if env := os.environ.get("APBUILD_CACHE"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "apbuild"
+
+
+def _canonical(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def key_of(stage: str, inputs: Any) -> str:
+    """Hash of a stage's name and inputs (canonical JSON), the stage's cache key."""
+    blob = json.dumps({"stage": stage, "inputs": _canonical(inputs)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+BLOCK = 1 << 20
+
+
+def fingerprint(path: Path) -> str:
+    """SHA-256 over a file's size and its non-zero 1 MiB blocks (with their index).
+
+    It identifies content without reading holes: a 16 GiB sparse disk image holding 50 MB
+    of data is fingerprinted by reading about 50 MB. SEEK_DATA only says where to look;
+    the result depends on the bytes alone, not on how the filesystem stores them.
+    """
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    h.update(f"size={size}\n".encode())
+    zero = bytes(BLOCK)
+    with open(path, "rb") as f:
+        fd = f.fileno()
+        block = 0
+        while block * BLOCK < size:
+            try:
+                start = os.lseek(fd, block * BLOCK, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole is left
+                break
+            block = start // BLOCK
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            while block * BLOCK < end:
+                f.seek(block * BLOCK)
+                data = f.read(BLOCK)
+                if data != zero[: len(data)]:
+                    h.update(block.to_bytes(8, "little") + data)
+                block += 1
+    return h.hexdigest()
+
+
+def _manifest_of(directory: Path, hash_files: bool) -> dict[str, list[Any]]:
+    entries: dict[str, list[Any]] = {}
+    for path in sorted(directory.rglob("*")):
+        if path.is_symlink() or not path.is_file() or path.name == MANIFEST:
+            continue
+        rel = str(path.relative_to(directory))
+        entries[rel] = [path.stat().st_size, fingerprint(path) if hash_files else None]
+    return entries
+
+
+def _remove_abandoned(directory: Path, key: str) -> None:
+    """Work directories of builds that were killed (their process is gone) are removed."""
+    for stale in directory.glob(f".tmp-{key[:12]}-*"):
+        try:
+            pid = int(stale.name.split("-")[2])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(stale, ignore_errors=True)
+        except (ValueError, IndexError, PermissionError):
+            continue
+
+
+@dataclasses.dataclass(frozen=True)
+class Cache:
+    root: Path
+
+    # -- downloads ------------------------------------------------------------------
+    def blob(self, sha256: str) -> Path:
+        return self.root / "blobs" / "sha256" / sha256
+
+    def has_blob(self, sha256: str) -> bool:
+        path = self.blob(sha256)
+        return path.is_file() and path.stat().st_size > 0
+
+    def put_blob(self, source: Path, sha256: str, what: str) -> Path:
+        """Move a downloaded file into the store after checking its hash."""
+        actual = sha256_file(source)
+        if actual != sha256:
+            source.unlink(missing_ok=True)
+            raise IntegrityError(f"{what}: sha256 is {actual}, expected {sha256}; refused")
+        dest = self.blob(sha256)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, dest)
+        return dest
+
+    def incoming(self) -> Path:
+        """A directory on the same filesystem as the store, for files being downloaded."""
+        path = self.root / "incoming"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # -- stage results --------------------------------------------------------------
+    def stage_dir(self, stage: str, key: str) -> Path:
+        return self.root / "stages" / stage / key
+
+    def lookup(self, stage: str, key: str, *, verify_hashes: bool = True) -> Path | None:
+        """The finished result for (stage, key), or None; a damaged one is discarded."""
+        path = self.stage_dir(stage, key)
+        manifest = path / MANIFEST
+        if not manifest.is_file():
+            return None
+        recorded = json.loads(manifest.read_text())
+        for rel, (size, digest) in recorded.items():
+            file = path / rel
+            ok = file.is_file() and file.stat().st_size == size
+            if ok and verify_hashes and digest is not None:
+                ok = fingerprint(file) == digest
+            if not ok:
+                log.warn(f"cache entry {stage}/{key[:12]} is damaged ({rel}); rebuilding it")
+                shutil.rmtree(path, ignore_errors=True)
+                return None
+        log.detail(f"cache hit: {stage} {key[:12]}")
+        return path
+
+    def recorded(self, result: Path) -> str:
+        """The fingerprint recorded for a stage's file (checked when the stage was looked up)."""
+        manifest = json.loads((result.parent / MANIFEST).read_text())
+        size, digest = manifest[result.name]
+        return digest
+
+    @contextlib.contextmanager
+    def build(self, stage: str, key: str, *, hash_files: bool = True) -> Iterator[Path]:
+        """Yield an empty work directory; on success it becomes the stage's result."""
+        final = self.stage_dir(stage, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned(final.parent, key)
+        work = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:12]}-{os.getpid()}-", dir=final.parent))
+        try:
+            yield work
+            manifest = _manifest_of(work, hash_files)
+            (work / MANIFEST).write_text(json.dumps(manifest, sort_keys=True, indent=0))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(work, final)
+            log.detail(f"cached: {stage} {key[:12]}")
+        finally:
+            if work.exists():
+                shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,169 @@
+"""./build.py: build boards, boot them, lock their packages, run the tests."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import hosttools, log
+from .cache import Cache, default_root
+from .config import find_root, list_boards, load_project
+from .errors import ApbuildError
+
+USAGE = """\
+./build.py BOARD [--output DIR]     build a board (a name under boards/ or a .toml path)
+./build.py --all                    build every board
+./build.py --list                   list the boards
+./build.py run BOARD                boot the built image in QEMU (serial console here)
+./build.py lock BOARD               resolve the packages again and rewrite the lockfile
+./build.py show BOARD               print the board as loaded, with its layout and recipes
+./build.py test [PYTEST ARGS]       run the unit tests and the QEMU tests
+common options: --cache DIR (default ~/.cache/apbuild or $APBUILD_CACHE), -v/-vv"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="./build.py", usage=USAGE, add_help=True)
+    p.add_argument("words", nargs="*")
+    p.add_argument("--list", action="store_true")
+    p.add_argument("--all", action="store_true")
+    p.add_argument("--output", type=Path)
+    p.add_argument("--cache", type=Path)
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    return p
+
+
+def output_dir(root: Path, board: str, option: Path | None) -> Path:
+    return option if option is not None else root / "out" / board
+
+
+def cmd_build(root: Path, boards: list[str], args: argparse.Namespace, cache: Cache) -> int:
+    from .pipeline import build
+
+    hosttools.ensure(hosttools.BUILD_TOOLS)
+    for name in boards:
+        start = time.monotonic()
+        project = load_project(root, name)
+        out = output_dir(root, project.board.name, args.output)
+        result = build(project, cache, out)
+        took = time.monotonic() - start
+        verb = "built" if result.did_work else "up to date"
+        for kind, path in result.outputs.items():
+            log.info(f"{project.board.name}: {verb}: {path} ({path.stat().st_size / 1e6:.1f} MB apparent)")
+        log.info(f"{project.board.name}: {verb} in {took:.1f}s")
+    return 0
+
+
+def cmd_run(root: Path, board: str, args: argparse.Namespace) -> int:
+    from .qemu import command
+
+    project = load_project(root, board)
+    out = output_dir(root, project.board.name, args.output)
+    b = project.board
+    image = out / (b.outputs.qcow2 or b.outputs.raw)
+    if not image.exists():
+        raise ApbuildError(f"{image} does not exist: build it first with './build.py {board}'")
+    from .cache import default_root
+    from .qemu import choose_accel
+
+    kernel = next(iter(sorted(default_root().glob("stages/kernel/*/vmlinuz"))), None)
+    launch = command(b, image, serial="mon:stdio", forwards={22: 2222, 80: 8080},
+                     accel=choose_accel(b, kernel, default_root()))
+    from .qemu import log_launch
+    log_launch(launch)
+    log.info(f"booting {image} (ssh: port 2222, http: port 8080; quit with Ctrl-A X)")
+    return subprocess.call(launch.argv)
+
+
+def cmd_lock(root: Path, board: str, cache: Cache) -> int:
+    from . import debian, lockfile, mirror
+
+    project = load_project(root, board)
+    path = project.board.lockfile
+    with log.step(f"lock: resolve {len(project.packages)} packages for {project.board.arch}"):
+        new = debian.lock(project.board.arch, project.packages, project.exclude_packages,
+                          mirror.sources(), cache)
+    old = lockfile.read(path) if path.exists() else None
+    changes = lockfile.diff(old, new) if old else [(p.name, None, p.version) for p in new.packages]
+    for name, before, after in changes:
+        log.info(f"  {name}: {before or '(new)'} -> {after or '(removed)'}")
+    if not changes:
+        log.info(f"{path}: no package changed")
+    lockfile.write(path, new)
+    log.info(f"wrote {path} ({len(new.packages)} packages)")
+    return 0
+
+
+def cmd_show(root: Path, board: str) -> int:
+    import dataclasses
+
+    project = load_project(root, board)
+    from .layout import place
+
+    def dump(obj: object, indent: str = "") -> None:
+        for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+            if f.name == "path":
+                continue
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                print(f"{indent}[{f.name}]")
+                dump(value, indent + "  ")
+            else:
+                print(f"{indent}{f.name} = {value!r}")
+
+    print(f"# {project.board.path}")
+    dump(project.board)
+    print(f"\n# layout {project.layout.name} ({project.layout.path})")
+    for p in place(project.layout):
+        size = "rest" if p.size_sectors is None else f"{p.size_sectors * 512 // 2**20} MiB"
+        print(f"  {p.device}  {p.name:7} {p.filesystem:6} start {p.start_sector:>8}  {size}")
+    print("\n# recipes")
+    for r in project.recipes:
+        print(f"  {r.name}: {r.description}")
+    print(f"\n# packages requested: {' '.join(project.packages)}")
+    return 0
+
+
+def cmd_test(root: Path, extra: list[str]) -> int:
+    hosttools.ensure({**hosttools.BUILD_TOOLS, **hosttools.TEST_TOOLS})
+    argv = [sys.executable, "-m", "pytest", "tests", "qemu-tests", *extra]
+    log.info("+ " + " ".join(argv[2:]))
+    return subprocess.call(argv, cwd=root)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    log.set_verbosity(args.verbose)
+    root = find_root()
+    cache = Cache(args.cache or default_root())
+    words = args.words
+    try:
+        if args.list:
+            for name in list_boards(root):
+                print(name)
+            return 0
+        if words[:1] == ["test"]:
+            return cmd_test(root, words[1:])
+        if args.all:
+            return cmd_build(root, list_boards(root), args, cache)
+        if len(words) == 2 and words[0] in ("run", "lock", "show"):
+            verb, board = words
+            if verb == "run":
+                return cmd_run(root, board, args)
+            if verb == "lock":
+                return cmd_lock(root, board, cache)
+            return cmd_show(root, board)
+        if len(words) == 1:
+            return cmd_build(root, words, args, cache)
+        print(USAGE, file=sys.stderr)
+        return 2
+    except ApbuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: finished stages stay cached; run the command again to resume",
+              file=sys.stderr)
+        return 130

@@ -1,0 +1,276 @@
+"""Boards, partition layouts and recipes: the typed, validated definitions a build reads."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from .errors import ConfigError
+from .schema import load, one_of, parse_size, positive, read_toml, setting, size_check
+
+ARCHES = ("amd64", "arm64", "armel", "armhf")
+# What each way of booting needs from Debian: GRUB's i386-pc modules come from the
+# lockfile like everything else, so the boot code is pinned too.
+BOOTLOADER_PACKAGES = {"grub-bios": ("grub-pc-bin",), "gateway": ()}
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+def _name(value: str) -> str | None:
+    return None if _NAME.match(value) else f"{value!r} is not a name (lower-case letters, digits, '-', '_', '.')"
+
+
+def _abs_glob(value: str) -> str | None:
+    if not value.startswith("/") or "/../" in value + "/":
+        return f"{value!r} must be an absolute path inside the image (no '..')"
+    return None
+
+
+# -- partition layouts --------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Partition:
+    number: int = setting("partition number: 1 is /dev/sda1", check=positive)
+    name: str = setting("what it holds (boot, data, rootfs, swap)", check=_name)
+    filesystem: str = setting("filesystem", check=one_of("ext2", "ext4", "fat32", "swap"))
+    size: str = setting("maximum size (350M, 500M) or 'rest' for the rest of the disk",
+                        check=lambda v: None if v == "rest" else size_check(v))
+    mount: str = setting("where the running system mounts it ('' for none)", default="")
+    made_by: str = setting("'build' (in the installation image) or 'installer' (on the device)",
+                           default="installer", check=one_of("build", "installer"))
+
+    @property
+    def size_bytes(self) -> int | None:
+        return None if self.size == "rest" else parse_size(self.size)
+
+    @property
+    def mbr_type(self) -> str:
+        return {"fat32": "c", "swap": "82"}.get(self.filesystem, "83")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Layout:
+    name: str = setting("layout name", check=_name)
+    description: str = setting("one line for humans", default="")
+    alignment: str = setting("start of the first partition and alignment of every one",
+                             default="1M", check=size_check)
+    partitions: tuple[Partition, ...] = setting("partitions in physical order on the disk")
+    path: Path = dataclasses.field(default=Path(), compare=False)
+
+    def partition(self, name: str) -> Partition:
+        for p in self.partitions:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+def load_layout(path: Path) -> Layout:
+    layout = load(Layout, read_toml(path), path)
+    numbers = [p.number for p in layout.partitions]
+    if len(set(numbers)) != len(numbers):
+        raise ConfigError(path, "partitions", f"partition numbers repeat: {numbers}")
+    if not 1 <= len(numbers) <= 4 or max(numbers) > 4:
+        raise ConfigError(path, "partitions", "an MBR table holds partitions 1 to 4")
+    rest = [p for p in layout.partitions if p.size == "rest"]
+    if len(rest) > 1 or (rest and rest[0] is not layout.partitions[-1]):
+        raise ConfigError(path, "partitions", "only the physically last partition may be size = 'rest'")
+    boot = [p for p in layout.partitions if p.made_by == "build"]
+    if len(boot) != 1 or boot[0] is not layout.partitions[0]:
+        raise ConfigError(path, "partitions", "exactly one partition, the first, has made_by = 'build'")
+    return dataclasses.replace(layout, path=path)
+
+
+# -- recipes --------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class User:
+    name: str = setting("login name", check=_name)
+    uid: int = setting("numeric user id")
+    gid: int = setting("numeric primary group id")
+    home: str = setting("home directory", check=_abs_glob)
+    shell: str = setting("login shell", default="/bin/sh")
+    password: str = setting("default password (stored as a SHA-512 crypt hash); '' locks it",
+                            default="")
+    groups: tuple[str, ...] = setting("extra groups", default=())
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Group:
+    name: str = setting("group name", check=_name)
+    gid: int = setting("numeric group id")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Selection:
+    """What a recipe puts into one image (the rootfs or the rescue ramdisk)."""
+
+    keep: tuple[str, ...] = setting("globs of package files to keep ('**' crosses directories)",
+                                    default=(), check=_abs_glob)
+    drop: tuple[str, ...] = setting("globs removed after keep (and after the ELF closure)",
+                                    default=(), check=_abs_glob)
+    modules: tuple[str, ...] = setting("kernel modules to include, with their dependencies",
+                                       default=())
+    modes: dict = setting("path -> 'MODE UID:GID' for overlay files, e.g. '0600 0:0'",
+                          default_factory=dict)
+    dirs: tuple[str, ...] = setting("empty directories to create (mode 0755, or as in modes)",
+                                    default=(), check=_abs_glob)
+    links: dict = setting("symlinks to create: path -> target", default_factory=dict)
+    busybox: str = setting("a busybox binary whose applets get links in /usr/bin and /usr/sbin "
+                           "(where no package file has the name)", default="")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Recipe:
+    description: str = setting("one line for humans")
+    packages: tuple[str, ...] = setting("Debian binary packages to install", default=())
+    exclude_packages: tuple[str, ...] = setting(
+        "dependencies not to download (their files are never needed)", default=())
+    rootfs: Selection = setting("what goes into the root filesystem", default=Selection())
+    ramdisk: Selection = setting("what goes into the rescue/installer ramdisk",
+                                 default=Selection())
+    users: tuple[User, ...] = setting("users this recipe adds", default=())
+    groups: tuple[Group, ...] = setting("groups this recipe adds", default=())
+    name: str = dataclasses.field(default="", compare=False)
+    path: Path = dataclasses.field(default=Path(), compare=False)
+
+    def overlay(self, image: str) -> Path:
+        """recipes/<name>/<image>/: files and *.j2 templates copied into that image."""
+        return self.path.parent / self.name / image
+
+
+def load_recipe(path: Path) -> Recipe:
+    recipe = load(Recipe, read_toml(path), path)
+    for image in ("rootfs", "ramdisk"):
+        for target, spec in getattr(recipe, image).modes.items():
+            if not re.fullmatch(r"[0-7]{3,4} \d+:\d+", str(spec)):
+                raise ConfigError(path, f"{image}.modes.{target}",
+                                  f"{spec!r} is not 'MODE UID:GID' (e.g. '0600 0:0')")
+    return dataclasses.replace(recipe, name=path.stem, path=path)
+
+
+# -- boards ---------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Kernel:
+    package: str = setting("Debian package that provides the kernel")
+    image: str = setting("glob of the kernel image inside that package", check=_abs_glob)
+    cmdline: str = setting("kernel arguments common to every boot entry", default="")
+    ramdisk_format: str = setting("'initramfs' (Debian kernels) or 'ext2' (RAM disk built in)",
+                                  default="initramfs", check=one_of("initramfs", "ext2"))
+    boot_modules: tuple[str, ...] = setting(
+        "modules the ramdisk loads to reach the disk and its filesystems", default=())
+    modules: tuple[str, ...] = setting(
+        "modules the running system may load with modprobe (network cards ...)", default=())
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Qemu:
+    binary: str = setting("QEMU system emulator", check=one_of(
+        "qemu-system-x86_64", "qemu-system-aarch64", "qemu-system-arm"))
+    machine: str = setting("-M value")
+    cpu: str = setting("-cpu value", default="")
+    disk: str = setting("how the disk is attached",
+                        default="virtio-scsi", check=one_of("virtio-scsi", "ide", "ahci", "virtio-blk"))
+    nic: str = setting("network card model", default="virtio-net-pci")
+    console: str = setting("guest serial console device", default="ttyS0")
+    extra: tuple[str, ...] = setting("extra QEMU arguments", default=())
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Outputs:
+    raw: str = setting("file name of the raw disk or installation image", default="")
+    qcow2: str = setting("file name of the qcow2 image ('' for none)", default="")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Board:
+    name: str = setting("board name", check=_name)
+    description: str = setting("one line for humans")
+    arch: str = setting("Debian architecture of the userspace", check=one_of(*ARCHES))
+    storage: str = setting("the device's storage, for humans (CF card, mSATA SSD ...)")
+    ram_mb: int = setting("RAM in MB (also what QEMU gives the guest)", check=positive)
+    cpus: int = setting("CPU count", default=1, check=positive)
+    disk_size: str = setting("size of the disk the image is made for (virtual size)",
+                             check=size_check)
+    layout: str = setting("partition layout: a name under partitions/", check=_name)
+    bootloader: str = setting("how the board boots", check=one_of("grub-bios", "gateway"))
+    recipes: tuple[str, ...] = setting("recipes under recipes/, applied in order", check=_name)
+    image_version: str = setting("the image version written to sda1's label (e.g. 140001)",
+                                 check=lambda v: None if v.isdigit() else f"{v!r} must be digits")
+    kernel: Kernel = setting("the kernel")
+    qemu: Qemu = setting("how QEMU emulates the board")
+    outputs: Outputs = setting("output file names", default=Outputs())
+    path: Path = dataclasses.field(default=Path(), compare=False)
+
+    @property
+    def lockfile(self) -> Path:
+        return self.path.with_suffix(".lock")
+
+
+def load_board(path: Path) -> Board:
+    board = load(Board, read_toml(path), path)
+    if board.name != path.stem:
+        raise ConfigError(path, "name", f"{board.name!r} must match the file name {path.stem!r}")
+    return dataclasses.replace(board, path=path)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Project:
+    """A board with everything it names, loaded and cross-checked."""
+
+    board: Board
+    layout: Layout
+    recipes: tuple[Recipe, ...]
+    root: Path
+
+    @property
+    def packages(self) -> tuple[str, ...]:
+        names = dict.fromkeys(p for r in self.recipes for p in r.packages)
+        names.setdefault(self.board.kernel.package)
+        for package in BOOTLOADER_PACKAGES[self.board.bootloader]:
+            names.setdefault(package)
+        return tuple(names)
+
+    @property
+    def exclude_packages(self) -> tuple[str, ...]:
+        return tuple(sorted({p for r in self.recipes for p in r.exclude_packages}))
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The project directory: where boards/ lives (the checkout this module belongs to)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def board_path(root: Path, name_or_path: str) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or "/" in name_or_path:
+        return candidate
+    path = root / "boards" / f"{name_or_path}.toml"
+    if not path.exists():
+        known = ", ".join(list_boards(root)) or "none"
+        raise ConfigError(path, "", f"no board named {name_or_path!r}; boards: {known}")
+    return path
+
+
+def list_boards(root: Path) -> list[str]:
+    return sorted(p.stem for p in (root / "boards").glob("*.toml"))
+
+
+def load_project(root: Path, board_ref: str) -> Project:
+    board = load_board(board_path(root, board_ref))
+    layout_path = root / "partitions" / f"{board.layout}.toml"
+    if not layout_path.exists():
+        known = ", ".join(sorted(p.stem for p in (root / "partitions").glob("*.toml")))
+        raise ConfigError(board.path, "layout", f"no layout {board.layout!r}; layouts: {known}")
+    layout = load_layout(layout_path)
+    recipes = []
+    for i, name in enumerate(board.recipes):
+        path = root / "recipes" / f"{name}.toml"
+        if not path.exists():
+            known = ", ".join(sorted(p.stem for p in (root / "recipes").glob("*.toml")))
+            raise ConfigError(board.path, f"recipes[{i}]", f"no recipe {name!r}; recipes: {known}")
+        recipes.append(load_recipe(path))
+    if parse_size(board.disk_size) < sum(p.size_bytes or 0 for p in layout.partitions):
+        raise ConfigError(board.path, "disk_size",
+                          f"{board.disk_size} is smaller than the layout {layout.name!r} needs")
+    return Project(board=board, layout=layout, recipes=tuple(recipes), root=root)

@@ -1,0 +1,268 @@
+"""Resolve and fetch Debian packages, verifying the whole signature chain ourselves.
+
+InRelease is checked with gpgv against Debian's archive keyring and only its signed text is
+read; each Packages index must match the SHA-256 and size InRelease gives; each .deb must
+match the SHA-256 its Packages entry gives (recorded in the lockfile). apt resolves the
+dependencies, in a state directory of our own so the host's apt is neither used nor changed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import email.utils
+import lzma
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from . import log
+from .cache import Cache, sha256_file
+from .errors import ApbuildError, IntegrityError
+from .lockfile import LockedPackage, Lockfile
+from .mirror import Source
+from .run import require
+
+KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+SYNC_HINTS = ("File has unexpected size", "Mirror sync in progress", "Hash Sum mismatch")
+
+
+class MirrorSyncError(ApbuildError):
+    pass
+
+
+class NotFound(Exception):
+    """The mirror has no such file (HTTP 404, or missing in a file:// mirror)."""
+
+
+def download(url: str, dest: Path, tries: int = 3) -> None:
+    """Download with retries; raises NotFound for a missing file (callers say what it means)."""
+    for attempt in range(1, tries + 1):
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as out:
+                shutil.copyfileobj(response, out, 1 << 20)
+            return
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                raise NotFound(url) from None
+            error: Exception = e
+        except urllib.error.URLError as e:
+            if isinstance(e.reason, FileNotFoundError):
+                raise NotFound(url) from None
+            error = e
+        except (OSError, TimeoutError) as e:
+            error = e
+        dest.unlink(missing_ok=True)
+        if attempt < tries:
+            time.sleep(2 * attempt)
+    reason = getattr(error, "reason", error)
+    raise ApbuildError(f"cannot download {url}: {reason} (tried {tries} times; is the mirror "
+                       f"from the apt sources reachable? APBUILD_MIRROR overrides it)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Release:
+    source: Source
+    date: str
+    sha256: dict[str, tuple[str, int]]   # path under dists/<suite>/ -> (sha256, size)
+    inrelease: bytes = b""               # the file as downloaded (its signature verified)
+
+
+def verify_inrelease(data: bytes, keyring: Path, what: str) -> str:
+    """The signed text of an InRelease file; IntegrityError if the signature is not good."""
+    with tempfile.NamedTemporaryFile(suffix=".InRelease") as f:
+        f.write(data)
+        f.flush()
+        proc = subprocess.run([require("gpgv"), "--keyring", str(keyring), "--output", "-", f.name],
+                              capture_output=True)
+    if proc.returncode != 0:
+        detail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no detail"]
+        raise IntegrityError(f"{what}: InRelease signature is not valid against {keyring} ({detail[0]}); refused")
+    return proc.stdout.decode()
+
+
+def parse_release(text: str, source: Source, raw: bytes = b"") -> Release:
+    date = ""
+    sums: dict[str, tuple[str, int]] = {}
+    section = None
+    for line in text.splitlines():
+        if line.startswith("Date:"):
+            date = line.split(":", 1)[1].strip()
+        if line and not line[0].isspace():
+            section = line.split(":", 1)[0]
+            continue
+        if section == "SHA256" and line.strip():
+            digest, size, path = line.split()
+            sums[path] = (digest, int(size))
+    if not date or not sums:
+        raise IntegrityError(f"{source.uri} {source.suite}: InRelease has no Date or SHA256 list")
+    return Release(source, date, sums, raw)
+
+
+def fetch_release(source: Source, keyring: Path, cache: Cache) -> Release:
+    tmp = cache.incoming() / f"InRelease-{source.suite}"
+    try:
+        download(f"{source.uri}/dists/{source.suite}/InRelease", tmp)
+    except NotFound as e:
+        raise ApbuildError(f"{source.uri} has no suite {source.suite} ({e})") from None
+    try:
+        raw = tmp.read_bytes()
+        text = verify_inrelease(raw, keyring, f"{source.uri} {source.suite}")
+    finally:
+        tmp.unlink(missing_ok=True)
+    return parse_release(text, source, raw)
+
+
+def parse_packages(text: str) -> dict[tuple[str, str], dict[str, str]]:
+    out = {}
+    for stanza in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in stanza.splitlines():
+            if line and not line[0].isspace() and ":" in line:
+                key, value = line.split(":", 1)
+                fields[key] = value.strip()
+        if "Package" in fields and "Version" in fields:
+            out[(fields["Package"], fields["Version"])] = fields
+    return out
+
+
+def fetch_packages_index(release: Release, arch: str, cache: Cache) -> str:
+    """The verified Packages index: Packages.xz, or plain Packages where a mirror has only that."""
+    source = release.source
+    base = f"{source.component}/binary-{arch}/Packages"
+    for rel, unpack in ((base + ".xz", lzma.decompress), (base, lambda data: data)):
+        if rel not in release.sha256:
+            continue
+        digest, size = release.sha256[rel]
+        if not cache.has_blob(digest):
+            tmp = cache.incoming() / f"Packages-{source.suite}-{arch}"
+            try:
+                download(f"{source.uri}/dists/{source.suite}/{rel}", tmp)
+            except NotFound:
+                continue
+            if tmp.stat().st_size != size or sha256_file(tmp) != digest:
+                tmp.unlink(missing_ok=True)
+                raise MirrorSyncError(f"{source.uri} {source.suite}: {rel} does not match InRelease "
+                                      f"(the mirror may be syncing)")
+            cache.put_blob(tmp, digest, f"{source.suite} {rel}")
+        return unpack(cache.blob(digest).read_bytes()).decode()
+    raise ApbuildError(f"{source.uri} {source.suite}: no Packages index for architecture {arch}")
+
+
+def _apt(state: Path, arch: str, *args: str) -> subprocess.CompletedProcess[str]:
+    opts = [
+        f"-oAPT::Architecture={arch}", f"-oAPT::Architectures::={arch}",
+        f"-oDir::State={state}/state", f"-oDir::State::status={state}/status",
+        f"-oDir::Cache={state}/cache", f"-oDir::Etc::SourceList={state}/sources.list",
+        f"-oDir::Etc::SourceParts={state}/empty", f"-oDir::Etc::Preferences={state}/empty/prefs",
+        f"-oDir::Etc::PreferencesParts={state}/empty", "-oDebug::NoLocking=1",
+        "-oAPT::Sandbox::User=root", "-oAcquire::Languages=none", "-oAPT::Install-Recommends=false",
+        "-oAPT::Get::List-Cleanup=false",
+    ]
+    argv = [require("apt-get"), *opts, *args]
+    log.detail("+ " + " ".join(argv))
+    return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"})
+
+
+def _lists_name(uri: str) -> str:
+    """apt's flat file name for a URI (URItoFileName): no scheme, '_' quoted, '/' -> '_'."""
+    rest = uri.split(":", 1)[1].lstrip("/") if "://" in uri else uri.split(":", 1)[1]
+    rest = rest.replace("_", "%5f")
+    return rest.replace("/", "_").strip("_") if "://" in uri else rest.replace("/", "_")
+
+
+def apt_resolve(arch: str, packages: tuple[str, ...], indexes: list[tuple[Release, str]],
+                keyring: Path, cache: Cache) -> list[tuple[str, str]]:
+    """Let apt pick the package set from our verified indexes (it never downloads anything)."""
+    state = cache.root / "apt" / arch
+    shutil.rmtree(state, ignore_errors=True)
+    lists = state / "state" / "lists"
+    for sub in (lists / "partial", state / "cache/archives/partial", state / "empty"):
+        sub.mkdir(parents=True, exist_ok=True)
+    (state / "status").touch()
+    lines = []
+    for release, text in indexes:
+        s = release.source
+        lines.append(f"deb [arch={arch} signed-by={keyring}] {s.uri} {s.suite} {s.component}\n")
+        prefix = f"{_lists_name(s.uri)}_dists_{s.suite}"
+        (lists / f"{prefix}_InRelease").write_bytes(release.inrelease)
+        (lists / f"{prefix}_{s.component}_binary-{arch}_Packages").write_text(text)
+    (state / "sources.list").write_text("".join(lines))
+    proc = _apt(state, arch, "-s", "install", *packages)
+    if proc.returncode != 0:
+        raise ApbuildError(f"apt cannot resolve {' '.join(packages)} for {arch}:\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
+    found = re.findall(r"^Inst (\S+) \((\S+) ", proc.stdout, re.MULTILINE)
+    if not found:
+        raise ApbuildError(f"apt resolved nothing for {' '.join(packages)} ({arch}):\n{proc.stdout[-800:]}{proc.stderr[-800:]}")
+    return [(name.split(":")[0], version) for name, version in found]
+
+
+def lock(arch: str, packages: tuple[str, ...], exclude: tuple[str, ...], sources: tuple[Source, ...],
+         cache: Cache, keyring: Path = KEYRING, retries: int = 4) -> Lockfile:
+    for attempt in range(1, retries + 1):
+        try:
+            return _lock_once(arch, packages, exclude, sources, cache, keyring)
+        except MirrorSyncError as e:
+            if attempt == retries:
+                raise MirrorSyncError(f"the Debian mirror seems to be in the middle of a sync ({e}); "
+                                      f"tried {retries} times: try again in a few minutes") from None
+            log.warn(f"{e}; retrying in {5 * attempt}s")
+            time.sleep(5 * attempt)
+    raise AssertionError("unreachable")
+
+
+def _lock_once(arch, packages, exclude, sources, cache, keyring) -> Lockfile:
+    releases = [fetch_release(s, keyring, cache) for s in sources]
+    texts = [(r, fetch_packages_index(r, arch, cache)) for r in releases]
+    indexes = [(r, parse_packages(t)) for r, t in texts]
+    chosen = apt_resolve(arch, packages, texts, keyring, cache)
+    locked = []
+    for name, version in chosen:
+        if name in exclude:
+            continue
+        for release, index in reversed(indexes):  # security, updates, then the release
+            fields = index.get((name, version))
+            if fields is not None:
+                break
+        else:
+            raise IntegrityError(f"apt chose {name} {version}, which no verified Packages index lists")
+        source_pkg = fields.get("Source", name).split()[0]
+        locked.append(LockedPackage(name, version, fields.get("Architecture", arch), release.source.suite,
+                                    fields["Filename"], int(fields["Size"]), fields["SHA256"], source_pkg))
+    newest = max(releases, key=lambda r: email.utils.parsedate_to_datetime(r.date))
+    return Lockfile(arch, newest.date, tuple(packages), tuple(sorted(exclude)),
+                    tuple(sorted(locked, key=lambda p: p.name)))
+
+
+def fetch(lockfile: Lockfile, sources: tuple[Source, ...], cache: Cache, *, board: str = "BOARD") -> dict[str, Path]:
+    """Every locked .deb from the cache, downloading and verifying the missing ones."""
+    by_suite = {s.suite: s for s in sources}
+    missing = [p for p in lockfile.packages if not cache.has_blob(p.sha256)]
+
+    def get(pkg: LockedPackage) -> None:
+        source = by_suite.get(pkg.suite)
+        if source is None:
+            raise ApbuildError(f"{pkg.name} {pkg.version} comes from '{pkg.suite}', which the apt "
+                               f"sources do not list; add it or set APBUILD_MIRROR")
+        tmp = cache.incoming() / f"{pkg.sha256}.part"
+        try:
+            download(f"{source.uri}/{pkg.filename}", tmp)
+        except NotFound:
+            tmp.unlink(missing_ok=True)
+            raise ApbuildError(f"{pkg.name} {pkg.version} is no longer on the mirror ({pkg.suite}): "
+                               f"refresh the lockfile with './build.py lock {board}'") from None
+        cache.put_blob(tmp, pkg.sha256, f"{pkg.name} {pkg.version}")
+
+    if missing:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            for future in [pool.submit(get, p) for p in missing]:
+                future.result()
+    return {p.name: cache.blob(p.sha256) for p in lockfile.packages}
+
+

@@ -1,0 +1,98 @@
+"""Filesystem images written into files: ext2/ext4 with mke2fs -d, swap headers.
+
+No loop devices, no mounts, no root needed; the same inputs give the same bytes:
+E2FSPROGS_FAKE_TIME fixes the superblock's times, -U and hash_seed fix its ids, and one
+debugfs pass resets what mke2fs -d copies from the source files (times, owners).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+import uuid as uuidlib
+from pathlib import Path
+
+from .run import run
+
+BLOCK = 4096
+
+
+def uuid_from(*parts: str) -> str:
+    """A stable UUID derived from the inputs (never random: images must rebuild identically)."""
+    return str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, "apbuild:" + "/".join(parts)))
+
+
+def _walk(source: Path) -> list[Path]:
+    return sorted(source.rglob("*"))
+
+
+def content_size(source: Path) -> tuple[int, int]:
+    """(bytes needed, inode count) for the tree with generous filesystem overhead."""
+    blocks = 0
+    inodes = 1
+    for path in _walk(source):
+        inodes += 1
+        if path.is_file() and not path.is_symlink():
+            data = -(-path.stat().st_size // BLOCK)
+            blocks += data + data // 1000 + 2  # indirect blocks for ext2's block maps
+        else:
+            blocks += 1
+    return blocks * BLOCK, inodes
+
+
+def make_ext(fs: str, source: Path, out: Path, *, label: str, uuid: str, epoch: int,
+             size_bytes: int | None = None, owner_root: bool = True) -> Path:
+    if fs not in ("ext2", "ext4"):
+        raise ValueError(fs)
+    needed, inodes = content_size(source)
+    if size_bytes is None:
+        # Content plus 10% and 2 MiB for metadata (inode tables, group descriptors, journal-free).
+        size_bytes = -(-int(needed * 1.10 + 2 * 2**20) // 2**20) * 2**20
+    tmp = out.with_name(f".{out.name}.part")
+    tmp.unlink(missing_ok=True)
+    with open(tmp, "wb") as f:
+        f.truncate(size_bytes)
+    features = ["-O", "^has_journal,^resize_inode"] if fs == "ext2" else []
+    run(["mke2fs", "-q", "-F", "-t", fs, "-b", str(BLOCK), "-m", "0", "-N", str(inodes + 64),
+         "-L", label, "-U", uuid, "-E", f"hash_seed={uuid},root_owner=0:0,nodiscard",
+         *features, "-d", source, tmp, f"{size_bytes // BLOCK}"],
+        env={"E2FSPROGS_FAKE_TIME": str(epoch)})
+    _normalise(tmp, source, epoch, owner_root)
+    os.replace(tmp, out)
+    return out
+
+
+def _normalise(image: Path, source: Path, epoch: int, owner_root: bool) -> None:
+    """One debugfs run: every inode gets the build's timestamp (and owner root)."""
+    paths = ["/", "/lost+found"] + ["/" + str(p.relative_to(source)) for p in _walk(source)]
+    lines = []
+    for p in paths:
+        quoted = '"' + p.replace('"', '\\"') + '"'
+        for field in ("atime", "mtime", "ctime", "crtime"):
+            lines.append(f"set_inode_field {quoted} {field} {epoch}")
+        if owner_root:
+            lines.append(f"set_inode_field {quoted} uid 0")
+            lines.append(f"set_inode_field {quoted} gid 0")
+    with tempfile.NamedTemporaryFile("w", suffix=".debugfs") as cmd:
+        cmd.write("\n".join(lines) + "\n")
+        cmd.flush()
+        run(["debugfs", "-w", "-f", cmd.name, image], env={"E2FSPROGS_FAKE_TIME": str(epoch)})
+
+
+def make_swap(out: Path, size_bytes: int, uuid: str, label: str = "") -> Path:
+    """A Linux swap area header (version 1, 4 KiB pages), as mkswap writes it."""
+    page = 4096
+    pages = size_bytes // page
+    header = bytearray(page)
+    # struct swap_header_v1_2 starts after 1024 bytes of boot-block space.
+    struct.pack_into("<III", header, 1024, 1, pages - 1, 0)
+    header[1024 + 12:1024 + 28] = uuidlib.UUID(uuid).bytes
+    header[1024 + 28:1024 + 44] = label.encode()[:16].ljust(16, b"\0")
+    header[page - 10:] = b"SWAPSPACE2"
+    tmp = out.with_name(f".{out.name}.part")
+    with open(tmp, "wb") as f:
+        f.write(header)
+        f.truncate(pages * page)
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,92 @@
+"""The per-board lockfile: every package pinned by name, version, pool path and SHA-256.
+
+JSON, sorted and indented so that a change reads well in a diff. It names suites and pool
+paths, never a mirror host: the archive comes from the host's apt sources at fetch time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import ConfigError
+
+FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class LockedPackage:
+    name: str
+    version: str
+    arch: str
+    suite: str
+    filename: str
+    size: int
+    sha256: str
+    source_package: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Lockfile:
+    arch: str
+    date: str                      # newest InRelease Date: of the suites used
+    requested: tuple[str, ...]
+    excluded: tuple[str, ...]
+    packages: tuple[LockedPackage, ...]
+
+    @property
+    def epoch(self) -> int:
+        return int(email.utils.parsedate_to_datetime(self.date).timestamp())
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(dumps(self).encode()).hexdigest()
+
+    def package(self, name: str) -> LockedPackage:
+        for p in self.packages:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+def dumps(lock: Lockfile) -> str:
+    data = {
+        "format": FORMAT,
+        "arch": lock.arch,
+        "date": lock.date,
+        "requested": list(lock.requested),
+        "excluded": list(lock.excluded),
+        "packages": [dataclasses.asdict(p) for p in sorted(lock.packages, key=lambda p: p.name)],
+    }
+    return json.dumps(data, indent=1, sort_keys=True) + "\n"
+
+
+def read(path: Path) -> Lockfile:
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != FORMAT:
+            raise ConfigError(path, "format", f"{data.get('format')!r}: this apbuild reads format {FORMAT}")
+        packages = tuple(LockedPackage(**p) for p in data["packages"])
+        return Lockfile(data["arch"], data["date"], tuple(data["requested"]),
+                        tuple(data["excluded"]), packages)
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ConfigError(path, "", f"not a valid lockfile ({e}); recreate it with './build.py lock BOARD'") from None
+
+
+def write(path: Path, lock: Lockfile) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(dumps(lock))
+    os.replace(tmp, path)
+
+
+def diff(old: Lockfile, new: Lockfile) -> list[tuple[str, str | None, str | None]]:
+    before = {p.name: p.version for p in old.packages}
+    after = {p.name: p.version for p in new.packages}
+    return [(n, before.get(n), after.get(n)) for n in sorted(before.keys() | after.keys())
+            if before.get(n) != after.get(n)]

@@ -1,0 +1,394 @@
+"""The build, top to bottom: each stage a function from typed inputs to a cached artifact."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import lzma
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import __version__, debian, debpkg, elfcheck, kernel, lockfile, log, mirror, rootfs
+from .cache import Cache, key_of
+from .config import Project
+from .errors import ApbuildError
+from .layout import by_name, place
+from .run import run
+from .tree import FILE, Entry, Tree
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildResult:
+    board: str
+    outputs: dict[str, Path]      # kind -> file under the output directory
+    boot_files: dict[str, Path]   # sda1 content as built (kernel, ramdisk, rootfs, label ...)
+    did_work: bool
+
+
+def code_digest() -> str:
+    """Hash of apbuild's own source: a code change must never reuse a stale stage result."""
+    h = hashlib.sha256(__version__.encode())
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def _dir_digest(directory: Path) -> str:
+    h = hashlib.sha256()
+    if directory.is_dir():
+        for path in sorted(directory.rglob("*")):
+            rel = str(path.relative_to(directory)).encode()
+            if path.is_symlink():
+                h.update(b"L" + rel + b"\0" + str(path.readlink()).encode())
+            elif path.is_file():
+                h.update(b"F" + rel + b"\0" + bytes([path.stat().st_mode & 0o111 != 0]))
+                h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def definition_digest(project: Project) -> str:
+    """Everything the user wrote that shapes the images: board, layout, recipes, overlays."""
+    h = hashlib.sha256()
+    for path in [project.board.path, project.layout.path] + [r.path for r in project.recipes]:
+        h.update(path.read_bytes())
+    for recipe in project.recipes:
+        for image in ("common", "rootfs", "ramdisk", "boot"):
+            h.update(_dir_digest(recipe.overlay(image)).encode())
+    h.update(_dir_digest(project.root / "rootfs-overlay").encode())
+    return h.hexdigest()
+
+
+def ensure_lock(project: Project, cache: Cache) -> lockfile.Lockfile:
+    path = project.board.lockfile
+    if not path.exists():
+        with log.step(f"lock: resolve {len(project.packages)} packages for {project.board.arch}"):
+            lock = debian.lock(project.board.arch, project.packages, project.exclude_packages,
+                               mirror.sources(), cache)
+            lockfile.write(path, lock)
+        return lock
+    lock = lockfile.read(path)
+    if tuple(lock.requested) != tuple(project.packages) or tuple(lock.excluded) != project.exclude_packages:
+        raise ApbuildError(f"{path}: the recipes ask for other packages than the lockfile pins; "
+                           f"refresh it with './build.py lock {project.board.name}'")
+    return lock
+
+
+def epoch_of(lock: lockfile.Lockfile) -> int:
+    if value := os.environ.get("SOURCE_DATE_EPOCH"):
+        return int(value)
+    return lock.epoch
+
+
+def kernel_version(lock: lockfile.Lockfile) -> str:
+    names = [p.name[len("linux-image-"):] for p in lock.packages
+             if p.name.startswith("linux-image-") and p.name[len("linux-image-")][0].isdigit()]
+    if len(names) != 1:
+        raise ApbuildError(f"expected one versioned linux-image package in the lockfile, found {names}")
+    return names[0]
+
+
+class Build:
+    """One board's build: holds the inputs every stage needs, computes keys, runs stages."""
+
+    def __init__(self, project: Project, cache: Cache, output: Path) -> None:
+        self.project = project
+        self.board = project.board
+        self.cache = cache
+        self.output = output
+        self.did_work = False
+        self.lock = ensure_lock(project, cache)
+        self.epoch = epoch_of(self.lock)
+        self.base_inputs = {
+            "code": code_digest(),
+            "definitions": definition_digest(project),
+            "lock": self.lock.digest,
+            "epoch": self.epoch,
+        }
+        self.placements = place(project.layout)
+        self._debs: dict[str, Path] | None = None
+        self._pool: Tree | None = None
+        self._kernel: kernel.KernelInfo | None = None
+
+    # -- lazily computed inputs: a cached build never needs them ------------------------
+    def debs(self) -> dict[str, Path]:
+        if self._debs is None:
+            missing = [p for p in self.lock.packages if not self.cache.has_blob(p.sha256)]
+            label = f"fetch: {len(missing)} of {len(self.lock.packages)} packages" if missing else "fetch: all packages cached"
+            with log.step(label):
+                self._debs = debian.fetch(self.lock, mirror.sources() if missing else (), self.cache,
+                                          board=self.board.name)
+        return self._debs
+
+    def pool(self) -> Tree:
+        if self._pool is None:
+            debs = self.debs()
+            with log.step(f"unpack: {len(debs)} packages"):
+                pool = debpkg.merged_links()
+                for pkg in self.lock.packages:
+                    pool.merge(debpkg.unpack(self.cache, debs[pkg.name], pkg.sha256, pkg.name))
+                self._pool = pool
+        return self._pool
+
+    def kernel(self) -> kernel.KernelInfo:
+        if self._kernel is None:
+            self._kernel = kernel.inspect(self.pool(), self.board.kernel.image)
+        return self._kernel
+
+    def context(self, **extra: Any) -> dict[str, Any]:
+        parts = by_name(self.placements)
+        fmt = self.board.kernel.ramdisk_format
+        return {
+            "board": self.board,
+            "label": self.board.image_version,
+            "layout": self.project.layout,
+            "part": parts,
+            "partitions_physical": self.placements,
+            "disk_id": f"0x{self.disk_id:08x}",
+            "boot_files": {
+                "kernel": "vmlinuz",
+                "ramdisk": "ramdisk.cpio.xz" if fmt == "initramfs" else "ramdisk.ext2.xz",
+                "rootfs": "rootfs.tar.xz",
+                "label": "label",
+                "sums": "SHA256SUMS",
+                "pending": "pending",
+                "mode": "bootmode",
+            },
+            "cmdline": self.board.kernel.cmdline,
+            "kernel_version": kernel_version(self.lock),
+            "salt": self.board.name,
+            **extra,
+        }
+
+    @property
+    def disk_id(self) -> int:
+        return int(hashlib.sha256(self.board.name.encode()).hexdigest()[:8], 16)
+
+    # -- stage plumbing ---------------------------------------------------------------
+    def stage(self, name: str, inputs: dict[str, Any], func, *, base: bool = True) -> Path:
+        """Reuse or build a stage. base=False: the key leaves out the definitions digest
+        (for stages whose inputs name exactly the definitions they read)."""
+        common = self.base_inputs if base else {k: v for k, v in self.base_inputs.items() if k != "definitions"}
+        key = key_of(name, {**common, **inputs})
+        found = self.cache.lookup(name, key)
+        if found is not None:
+            log.detail(f"{name}: reused {key[:12]}")
+            return found
+        self.did_work = True
+        with log.step(name):
+            with self.cache.build(name, key) as work:
+                func(work)
+        return self.cache.stage_dir(name, key)
+
+    # -- stages -----------------------------------------------------------------------
+    def system_tree(self, image: str) -> tuple[Tree, list[str]]:
+        """The image's package layer and the boot modules' insmod order."""
+        kinfo, pool = self.kernel(), self.pool()
+        wanted = self.board.kernel.boot_modules if image == "ramdisk" else self.board.kernel.modules
+        wanted = wanted + tuple(m for r in self.project.recipes for m in getattr(r, image).modules)
+        order = kernel.closure(pool, kinfo, wanted, f"{self.board.path}: kernel")
+        tree = rootfs.system_layer(self.project, image, pool, kernel.module_tree(pool, kinfo, order))
+        base = f"/usr/lib/modules/{kinfo.version}/"
+        return tree, [p[len(base):] for p in order]
+
+    def image(self, image: str) -> Path:
+        """rootfs.tar.xz or ramdisk.cpio.xz: the system layer's archive, then the config's.
+
+        Each layer is its own cached stage and its own xz stream (tar and initramfs both
+        accept concatenation), so a changed template recompresses only the small layer.
+        """
+        if image == "ramdisk" and self.board.kernel.ramdisk_format != "initramfs":
+            raise ApbuildError(f"{self.board.path}: kernel.ramdisk_format 'ext2' is not built yet")
+        fmt = "cpio" if image == "ramdisk" else "tar"
+        # The system layer depends on the packages and the recipes' selections only.
+        recipes = [r.path.read_bytes().decode() for r in self.project.recipes]
+        sys_inputs = {"image": image, "recipes": recipes, "board": self.board.path.read_text()}
+
+        def write(tree: Tree, out: Path, end: bool) -> None:
+            if fmt == "tar":
+                _xz_pipe(lambda f: tree.write_tar(f, self.epoch, end=end), out)
+            else:
+                _xz_pipe(lambda f: tree.write_cpio(f, self.epoch), out)
+
+        def build_system(work: Path) -> None:
+            tree, _ = self.system_tree(image)
+            write(tree, work / "layer.xz", end=False)
+        system_xz = self.stage(f"{image}-system", sys_inputs, build_system, base=False) / "layer.xz"
+
+        def build_config(work: Path) -> None:
+            system, order = self.system_tree(image)
+            config = rootfs.config_layer(self.project, image, system, self.context(boot_modules=order),
+                                         self.project.root / "rootfs-overlay")
+            checked = elfcheck.check_tree(rootfs.union(system, config), self.board.arch)
+            log.detail(f"{image}: {len(system.entries)} + {len(config.entries)} entries, "
+                       f"{checked} ELF files checked")
+            write(config, work / "layer.xz", end=True)
+        config_xz = self.stage(f"{image}-config", {"image": image, "system": self.cache.recorded(system_xz)},
+                               build_config) / "layer.xz"
+
+        name = "rootfs.tar.xz" if image == "rootfs" else "ramdisk.cpio.xz"
+
+        def join(work: Path) -> None:
+            with open(work / name, "wb") as out:
+                for part in (system_xz, config_xz):
+                    with open(part, "rb") as f:
+                        shutil.copyfileobj(f, out, 1 << 20)
+        return self.stage(image, {"system": self.cache.recorded(system_xz), "config": self.cache.recorded(config_xz)},
+                          join, base=False) / name
+
+    def rootfs(self) -> Path:
+        return self.image("rootfs")
+
+    def ramdisk(self) -> Path:
+        return self.image("ramdisk")
+
+    def kernel_image(self) -> Path:
+        def build(work: Path) -> None:
+            entry = self.pool().get(self.kernel().image)
+            assert entry is not None
+            (work / "vmlinuz").write_bytes(entry.read())
+        package = next(p for p in self.lock.packages if p.name == f"linux-image-{kernel_version(self.lock)}")
+        return self.stage("kernel", {"package": package.sha256, "image": self.board.kernel.image},
+                          build, base=False) / "vmlinuz"
+
+
+def _xz_pipe(writer, out: Path) -> None:
+    """Stream a writer's bytes through xz: two threads with a fixed block size give the same
+    bytes on any machine; CRC32 checks because the kernel's xz decoder takes only those."""
+    tmp = out.with_suffix(out.suffix + ".part")
+    with open(tmp, "wb") as dest:
+        proc = subprocess.Popen([shutil.which("xz") or "xz", "-6", "--check=crc32", "-T2",
+                                 "--block-size=8MiB", "-c"], stdin=subprocess.PIPE, stdout=dest)
+        assert proc.stdin is not None
+        try:
+            writer(proc.stdin)
+        finally:
+            proc.stdin.close()
+        if proc.wait() != 0:
+            raise ApbuildError(f"xz failed writing {out.name}")
+    os.replace(tmp, out)
+
+
+def _boot_stage(build: Build) -> Path:
+    """sda1's files (kernel, ramdisk, rootfs payload, label, sums, pending, GRUB config)."""
+    from . import fsimage
+
+    kernel_file, ramdisk_file, rootfs_file = build.kernel_image(), build.ramdisk(), build.rootfs()
+    ctx = build.context()
+    names = ctx["boot_files"]
+    rec = build.cache.recorded
+    inputs = {"kernel": rec(kernel_file), "ramdisk": rec(ramdisk_file), "rootfs": rec(rootfs_file)}
+
+    def make(work: Path) -> None:
+        tree = Tree()
+        tree.add("/" + names["kernel"], Entry(FILE, 0o644, source=kernel_file))
+        tree.add("/" + names["ramdisk"], Entry(FILE, 0o644, source=ramdisk_file))
+        tree.add("/" + names["rootfs"], Entry(FILE, 0o644, source=rootfs_file))
+        tree.add("/" + names["label"], Entry(FILE, 0o644, data=f"{build.board.image_version}\n".encode()))
+        for recipe in build.project.recipes:
+            tree.merge(rootfs.render_overlay(recipe.overlay("boot"), ctx, recipe.name))
+        sums = "".join(f"{hashlib.sha256(e.read()).hexdigest()}  {p.lstrip('/')}\n"
+                       for p, e in tree if e.kind == FILE)
+        tree.add("/" + names["sums"], Entry(FILE, 0o644, data=sums.encode()))
+        # Written last and outside the sums: the installer removes it when it has finished.
+        tree.add("/" + names["pending"], Entry(FILE, 0o644, data=b"install\n"))
+        tree.entries.pop("/", None)
+        files = work / "files"
+        tree.write_dir(files)
+        boot = build.placements[0]
+        fsimage.make_ext(boot.filesystem, files, work / "boot.img", label="boot",
+                         uuid=fsimage.uuid_from(build.board.name, "boot"), epoch=build.epoch)
+        shutil.rmtree(files)
+        # Kept beside the image: the benchmark reports their sizes, the tests read them.
+        for name, source in ((names["kernel"], kernel_file), (names["ramdisk"], ramdisk_file),
+                             (names["rootfs"], rootfs_file)):
+            shutil.copyfile(source, work / name)
+
+    return build.stage("boot", inputs, make)
+
+
+def _disk_stage(build: Build, boot_dir: Path) -> Path:
+    """The installation image: MBR with sda1 only, GRUB in the gap before it (VM)."""
+    from . import bootloader, disk
+    from .schema import parse_size
+
+    boot_img = boot_dir / "boot.img"
+    inputs = {"boot": build.cache.recorded(boot_img), "board": build.board.path.read_text(),
+              "layout": build.project.layout.path.read_text()}
+
+    def make(work: Path) -> None:
+        first = build.placements[0]
+        size = boot_img.stat().st_size
+        if first.reserved_sectors is not None and size > first.reserved_sectors * 512:
+            raise ApbuildError(f"sda1 content is {size} bytes, more than the {first.reserved_sectors * 512} "
+                               f"bytes the layout reserves ({build.project.layout.path})")
+        raw = work / "disk.img"
+        disk.make_mbr_disk(raw, parse_size(build.board.disk_size), build.disk_id, [
+            disk.Placed(number=first.number, start=first.start, size=size, type=first.mbr_type,
+                        bootable=True, image=boot_img)])
+        if build.board.bootloader == "grub-bios":
+            grub_dir = work / "grub"
+            pool = build.pool()
+            sub = Tree()
+            for p, e in pool:
+                if p.startswith("/usr/lib/grub/i386-pc/"):
+                    sub.add(p[len("/usr/lib/grub/i386-pc"):], e)
+            if not sub.entries:
+                raise ApbuildError(f"{build.board.path}: bootloader 'grub-bios' needs the package "
+                                   f"grub-pc-bin in a recipe")
+            sub.entries.pop("/", None)
+            sub.write_dir(grub_dir)
+            core = work / "core.img"
+            bootloader.grub_core_image(grub_dir, core)
+            bootloader.install_grub_bios(raw, grub_dir, core, first.start)
+            shutil.rmtree(grub_dir)
+            core.unlink()
+    return build.stage("disk", inputs, make, base=False) / "disk.img"
+
+
+def _qcow2_stage(build: Build, raw: Path) -> Path:
+    from . import outputs
+
+    def make(work: Path) -> None:
+        outputs.to_qcow2(raw, work / "disk.qcow2")
+    return build.stage("qcow2", {"raw": build.cache.recorded(raw)}, make, base=False) / "disk.qcow2"
+
+
+def _publish(src: Path, dest: Path) -> bool:
+    """Copy into the output directory under a temporary name, then rename; skip if unchanged."""
+    stamp = dest.with_name(f".{dest.name}.source")
+    ident = f"{src}:{src.stat().st_size}:{src.stat().st_mtime_ns}"
+    if dest.exists() and stamp.exists() and stamp.read_text() == ident:
+        return False
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.part")
+    tmp.unlink(missing_ok=True)
+    run(["cp", "--sparse=always", "--reflink=auto", src, tmp])
+    os.replace(tmp, dest)
+    stamp.write_text(ident)
+    return True
+
+
+def build(project: Project, cache: Cache, output: Path) -> BuildResult:
+    b = Build(project, cache, output)
+    boot_dir = _boot_stage(b)
+    raw = _disk_stage(b, boot_dir)
+    produced: dict[str, Path] = {}
+    outs = project.board.outputs
+    if outs.raw:
+        produced["raw"] = raw
+    if outs.qcow2:
+        produced["qcow2"] = _qcow2_stage(b, raw)
+    published = {}
+    changed = False
+    names = {"raw": outs.raw, "qcow2": outs.qcow2}
+    for kind, src in produced.items():
+        dest = output / names[kind]
+        changed |= _publish(src, dest)
+        published[kind] = dest
+    ctx = b.context()["boot_files"]
+    boot_files = {k: boot_dir / v for k, v in ctx.items() if (boot_dir / v).exists()}
+    return BuildResult(project.board.name, published, boot_files, b.did_work or changed)

@@ -1,0 +1,131 @@
+"""QEMU command lines for a board: one place for `./build.py run` and the QEMU tests.
+
+TCG unless KVM is proven: on our machines /dev/kvm opens but Linux guests hang under it
+(DESIGN §7), so KVM is used only when a probe boot succeeds (choose_accel) or when
+APBUILD_QEMU_ACCEL=kvm forces it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+from . import log
+from .config import Board
+
+
+@dataclasses.dataclass(frozen=True)
+class Launch:
+    argv: list[str]
+    qmp_socket: Path | None
+    forwards: dict[int, int]
+
+
+def probe_kvm(board: Board, kernel: Path, cache_dir: Path, timeout: float = 20) -> bool:
+    """Does a Linux guest really run under KVM here? Boot the board's kernel without a root
+    filesystem: reaching its "Unable to mount root fs" panic proves it. On our machines KVM
+    opens but the guest hangs right after decompression, so opening /dev/kvm proves nothing.
+    The answer is remembered per host kernel, QEMU and guest kernel.
+    """
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    qemu_version = subprocess.run([board.qemu.binary, "--version"], capture_output=True, text=True).stdout
+    ident = f"{os.uname().release}|{qemu_version.splitlines()[0] if qemu_version else ''}|{kernel.stat().st_size}"
+    stamp = cache_dir / "kvm-probe" / hashlib.sha256(ident.encode()).hexdigest()[:16]
+    if stamp.exists():
+        return stamp.read_text() == "kvm"
+    works = kernel_boots(board, kernel, "kvm", timeout)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text("kvm" if works else "tcg")
+    log.detail(f"KVM probe: {'Linux boots under KVM' if works else 'no Linux boot under KVM, using TCG'}")
+    return works
+
+
+def kernel_boots(board: Board, kernel: Path, accel: str, timeout: float) -> bool:
+    """Boot the kernel alone; True if it runs to its "Unable to mount root fs" panic."""
+    argv = [board.qemu.binary, "-M", board.qemu.machine, "-accel", accel, "-m", "256",
+            "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
+            "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1"]
+    try:
+        proc = subprocess.run(argv, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return False
+    return b"Unable to mount root fs" in proc.stdout
+
+
+def choose_accel(board: Board, kernel: Path | None, cache_dir: Path) -> str:
+    """APBUILD_QEMU_ACCEL=tcg|kvm forces; 'auto' (the default) uses KVM only if a probe boots."""
+    wanted = os.environ.get("APBUILD_QEMU_ACCEL", "auto")
+    if wanted in ("tcg", "kvm"):
+        return wanted
+    if kernel is None or board.qemu.binary != f"qemu-system-{os.uname().machine}":
+        return "tcg"
+    return "kvm" if probe_kvm(board, kernel, cache_dir) else "tcg"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _disk_args(board: Board, disk: Path, cache: str, snapshot: bool) -> list[str]:
+    fmt = "qcow2" if disk.suffix == ".qcow2" else "raw"
+    drive = f"file={disk},if=none,id=disk0,format={fmt},cache={cache}"
+    if snapshot:
+        drive += ",snapshot=on"
+    kind = board.qemu.disk
+    if kind == "virtio-scsi":
+        return ["-device", "virtio-scsi-pci,id=scsi0", "-drive", drive,
+                "-device", "scsi-hd,drive=disk0,bus=scsi0.0"]
+    if kind == "ahci":
+        return ["-device", "ahci,id=ahci0", "-drive", drive, "-device", "ide-hd,drive=disk0,bus=ahci0.0"]
+    if kind == "ide":
+        return ["-drive", drive, "-device", "ide-hd,drive=disk0,bus=ide.0"]
+    return ["-drive", drive, "-device", "virtio-blk-pci,drive=disk0"]
+
+
+def command(board: Board, disk: Path, *, serial: str = "stdio", qmp_socket: Path | None = None,
+            forwards: dict[int, int] | None = None, accel: str | None = None, snapshot: bool = False,
+            cache: str = "writeback", kernel: Path | None = None, initrd: Path | None = None,
+            append: str | None = None, extra: tuple[str, ...] = ()) -> Launch:
+    """forwards: guest TCP port -> host port on 127.0.0.1 (user-mode networking)."""
+    forwards = dict(forwards or {})
+    accel = accel or os.environ.get("APBUILD_QEMU_ACCEL", "tcg")
+    if accel == "auto":
+        accel = "tcg"
+    q = board.qemu
+    argv = [q.binary, "-M", q.machine, "-accel", accel, "-m", str(board.ram_mb),
+            "-smp", str(board.cpus), "-display", "none", "-monitor", "none", "-serial", serial]
+    if q.cpu:
+        argv += ["-cpu", q.cpu]
+    argv += _disk_args(board, disk, cache, snapshot)
+    nic = f"user,model={q.nic}" + "".join(f",hostfwd=tcp:127.0.0.1:{h}-:{g}" for g, h in forwards.items())
+    argv += ["-nic", nic]
+    if qmp_socket is not None:
+        argv += ["-qmp", f"unix:{qmp_socket},server=on,wait=off"]
+    if kernel is not None:
+        argv += ["-kernel", str(kernel)]
+    if initrd is not None:
+        argv += ["-initrd", str(initrd)]
+    if append is not None:
+        argv += ["-append", append]
+    argv += [*q.extra, *extra]
+    return Launch(argv, qmp_socket, forwards)
+
+
+def describe_host(binary: str) -> str:
+    """What Buildroot's emulator logs before a boot: CPUs, load, QEMU version."""
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.splitlines()
+    load = os.getloadavg()
+    return (f"host: {os.cpu_count()} CPUs, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+            f"{version[0] if version else binary}")
+
+
+def log_launch(launch: Launch) -> None:
+    log.detail(describe_host(launch.argv[0]))
+    log.detail("+ " + " ".join(launch.argv))

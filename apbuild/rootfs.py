@@ -1,0 +1,208 @@
+"""Assemble an image's tree (rootfs or ramdisk) from unpacked packages and recipes.
+
+Selection is by path, not by package: a recipe keeps what the appliance runs (globs), the
+ELF closure adds every library and interpreter those files need, and drop rules take the
+rest away. That is what lets a PostgreSQL appliance fit in tens of megabytes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from . import elfcheck
+from .config import Project, Recipe, Selection
+from .errors import ApbuildError, ConfigError
+from .tree import DIR, FILE, SYMLINK, Entry, Tree, norm
+from .users import user_files
+
+
+def glob_regex(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    parts = []
+    for pattern in patterns:
+        out, i = [], 0
+        while i < len(pattern):
+            if pattern.startswith("**", i):
+                out.append(".*")
+                i += 2
+            elif pattern[i] == "*":
+                out.append("[^/]*")
+                i += 1
+            elif pattern[i] == "?":
+                out.append("[^/]")
+                i += 1
+            else:
+                out.append(re.escape(pattern[i]))
+                i += 1
+        parts.append("".join(out))
+    return re.compile("^(?:" + "|".join(parts) + ")$") if parts else None
+
+
+def _add_with_parents(out: Tree, pool: Tree, path: str) -> None:
+    parent = path.rsplit("/", 1)[0]
+    missing = []
+    while parent and parent not in out.entries:
+        missing.append(parent)
+        parent = parent.rsplit("/", 1)[0]
+    for p in reversed(missing):
+        out.entries[p] = pool.get(p) or Entry(DIR, 0o755)
+    out.entries[path] = pool.entries[path]
+
+
+def select(pool: Tree, keep: Iterable[str], arch: str) -> Tree:
+    """Files of pool matching keep, plus symlink targets and the ELF closure, with parents."""
+    regex = glob_regex(keep)
+    out = Tree()
+    todo = [p for p in pool.entries if regex is not None and regex.match(p)]
+    seen: set[str] = set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        entry = pool.get(path)
+        if entry is None:
+            continue
+        _add_with_parents(out, pool, path)
+        if entry.kind == SYMLINK:
+            base = path.rsplit("/", 1)[0] or "/"
+            target = norm(entry.target if entry.target.startswith("/") else f"{base}/{entry.target}")
+            # Walk the link's path: intermediate symlinks must come along too.
+            resolved = pool.resolve(target)
+            todo.append(target)
+            if resolved:
+                todo.append(resolved)
+        elif entry.kind == FILE and entry.size > 64:
+            data = entry.read()
+            if elfcheck.is_elf(data):
+                todo.extend(elfcheck.needs(pool, path, data, arch))
+    return out
+
+
+def busybox_applets(binary: bytes) -> list[str]:
+    """Applet names from busybox's own name table ("[\\0[[\\0acpid\\0..."), for any arch."""
+    start = binary.find(b"[\0[[\0")
+    if start < 0:
+        raise ApbuildError("busybox binary: applet name table not found")
+    names = []
+    for raw in binary[start:start + 8192].split(b"\0"):
+        if not raw or not re.fullmatch(rb"[a-z0-9_.\[\-]+", raw):
+            break
+        names.append(raw.decode())
+    return names
+
+
+def render_overlay(directory: Path, context: Mapping[str, Any], origin: str) -> Tree:
+    """Files of an overlay directory; *.j2 rendered with the build's context."""
+    out = Tree()
+    if not directory.is_dir():
+        return out
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             autoescape=False)
+    for path in sorted(directory.rglob("*")):
+        rel = "/" + str(path.relative_to(directory))
+        if path.is_symlink():
+            out.add(rel, Entry(SYMLINK, 0o777, target=str(path.readlink()), origin=origin))
+        elif path.is_dir():
+            continue  # directories come from the system layer or as plain parents
+        elif path.suffix == ".j2":
+            try:
+                text = env.from_string(path.read_text()).render(**context)
+            except jinja2.TemplateError as e:
+                line = getattr(e, "lineno", None)
+                raise ConfigError(path, f"line {line}" if line else "", f"template error: {e}") from None
+            mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
+            out.add(rel[:-3], Entry(FILE, mode, data=text.encode(), origin=origin))
+        else:
+            mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
+            out.add(rel, Entry(FILE, mode, source=path, origin=origin))
+    return out
+
+
+def _apply_selection_extras(tree: Tree, sel: Selection, pool: Tree, recipe: Recipe) -> None:
+    for d in sel.dirs:
+        tree.add(d, Entry(DIR, 0o755, origin=recipe.name))
+    for link, target in sel.links.items():
+        tree.add(link, Entry(SYMLINK, 0o777, target=target, origin=recipe.name))
+    if sel.busybox:
+        entry = tree.get(sel.busybox)
+        if entry is None or entry.kind != FILE:
+            raise ConfigError(recipe.path, "busybox", f"{sel.busybox} is not kept in the image")
+        for name in busybox_applets(entry.read()):
+            if name in ("busybox", "[", "[["):
+                target_names = [name] if name != "busybox" else []
+            else:
+                target_names = [name]
+            for d in ("/usr/bin", "/usr/sbin"):
+                for n in target_names:
+                    if f"/usr/bin/{n}" in pool.entries or f"/usr/sbin/{n}" in pool.entries:
+                        continue
+                    if f"{d}/{n}" not in tree:
+                        tree.add(f"{d}/{n}", Entry(SYMLINK, 0o777, target=sel.busybox, origin="busybox"))
+
+
+def _apply_modes(tree: Tree, sel: Selection, recipe: Recipe, image: str) -> None:
+    for path, spec in sel.modes.items():
+        entry = tree.get(path)
+        if entry is None:
+            raise ConfigError(recipe.path, f"{image}.modes.{path}", "no such file in the image")
+        mode, owner = spec.split()
+        uid, gid = owner.split(":")
+        tree.entries[norm(path)] = Entry(entry.kind, int(mode, 8), int(uid), int(gid),
+                                         entry.target, entry.source, entry.data, entry.origin)
+
+
+def system_layer(project: Project, image: str, pool: Tree, modules: Tree) -> Tree:
+    """What the packages give an image: kept files, ELF closure, modules, links, applets."""
+    sels = [(r, getattr(r, image)) for r in project.recipes]
+    tree = select(pool, [k for _, s in sels for k in s.keep], project.board.arch)
+    drop = glob_regex(d for _, s in sels for d in s.drop)
+    if drop is not None:
+        for path in [p for p in tree.entries if drop.match(p)]:
+            tree.entries.pop(path, None)
+    tree.merge(modules)
+    for recipe, sel in sels:
+        _apply_selection_extras(tree, sel, pool, recipe)
+    tree.entries.pop("/", None)
+    return tree
+
+
+def config_layer(project: Project, image: str, system: Tree, context: Mapping[str, Any],
+                 global_overlay: Path | None) -> Tree:
+    """What the recipes write: users, overlays, rendered templates, and mode overrides.
+
+    Kept apart from the system layer because it changes far more often: a template edit
+    recompresses this small layer only. A mode override of a system-layer path is emitted
+    here as a copy of that entry with the new mode (extraction order makes it win).
+    """
+    sels = [(r, getattr(r, image)) for r in project.recipes]
+    tree = user_files(project, context.get("salt", project.board.name))
+    for recipe, _ in sels:
+        tree.merge(render_overlay(recipe.overlay("common"), context, recipe.name))
+        tree.merge(render_overlay(recipe.overlay(image), context, recipe.name))
+    if image == "rootfs" and global_overlay is not None:
+        tree.merge(render_overlay(global_overlay, context, "rootfs-overlay"))
+    # Parent directories made implicitly must not override the system layer's modes ...
+    for path, entry in list(tree.entries.items()):
+        if entry.kind == DIR and entry.origin == "" and (sys_entry := system.get(path)) is not None:
+            tree.entries[path] = sys_entry
+    # ... and the recipes' mode overrides win over both.
+    for recipe, sel in sels:
+        for path in sel.modes:
+            if path not in tree and (entry := system.get(path)) is not None:
+                tree.add(path, entry)
+        _apply_modes(tree, sel, recipe, image)
+    tree.entries.pop("/", None)
+    return tree
+
+
+def union(system: Tree, config: Tree) -> Tree:
+    """The image as the device sees it after extracting both layers in order."""
+    out = Tree()
+    out.entries.update(system.entries)
+    out.entries.update(config.entries)
+    return out

@@ -1,0 +1,55 @@
+"""/etc/passwd, /etc/group and /etc/shadow from the recipes' users and groups."""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+
+from .config import Project
+from .errors import ConfigError
+from .tree import FILE, Entry, Tree
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import crypt  # SHA-512 crypt, as busybox login and dropbear check it
+
+
+def sha512_crypt(password: str, salt_source: str) -> str:
+    # The salt is derived from the inputs so that the image is reproducible; a device's
+    # real passwords are set at install time (provisioning) and get fresh salts there.
+    alphabet = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    digest = hashlib.sha256(salt_source.encode()).digest()
+    salt = "".join(alphabet[b % 64] for b in digest[:16])
+    return crypt.crypt(password, f"$6${salt}$")
+
+
+def user_files(project: Project, salt: str) -> Tree:
+    users = {}
+    groups = {}
+    for recipe in project.recipes:
+        for g in recipe.groups:
+            if g.name in groups and groups[g.name] != g.gid:
+                raise ConfigError(recipe.path, f"groups.{g.name}", f"gid {g.gid} conflicts with {groups[g.name]}")
+            groups[g.name] = g.gid
+        for u in recipe.users:
+            if u.name in users:
+                raise ConfigError(recipe.path, f"users.{u.name}", "user defined twice")
+            users[u.name] = u
+    members: dict[str, list[str]] = {g: [] for g in groups}
+    for u in users.values():
+        for g in u.groups:
+            if g not in groups:
+                raise ConfigError(project.board.path, "recipes", f"user {u.name}: no group {g!r}")
+            members[g].append(u.name)
+    passwd = "".join(f"{u.name}:x:{u.uid}:{u.gid}:{u.name}:{u.home}:{u.shell}\n"
+                     for u in sorted(users.values(), key=lambda u: u.uid))
+    shadow = "".join(
+        f"{u.name}:{sha512_crypt(u.password, salt + u.name) if u.password else '!'}:0:0:99999:7:::\n"
+        for u in sorted(users.values(), key=lambda u: u.uid))
+    group = "".join(f"{name}:x:{gid}:{','.join(members[name])}\n"
+                    for name, gid in sorted(groups.items(), key=lambda g: g[1]))
+    tree = Tree()
+    tree.add("/etc/passwd", Entry(FILE, 0o644, data=passwd.encode(), origin="users"))
+    tree.add("/etc/group", Entry(FILE, 0o644, data=group.encode(), origin="users"))
+    tree.add("/etc/shadow", Entry(FILE, 0o600, data=shadow.encode(), origin="users"))
+    return tree

@@ -1,0 +1,213 @@
+"""Drive a QEMU guest over its serial console (Buildroot support/testing style) and QMP.
+
+Only what the guest sends is logged. Every command's output ends with a marker that carries
+its exit code and that the echoed command line cannot match, so no prompt is ever parsed.
+Every timeout is multiplied by APBUILD_TIMEOUT_MULTIPLIER for slow machines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pexpect
+
+from apbuild.config import Board
+from apbuild.qemu import command, free_port, log_launch
+
+MULTIPLIER = float(os.environ.get("APBUILD_TIMEOUT_MULTIPLIER", "1"))
+
+
+def scaled(seconds: float) -> float:
+    return seconds * MULTIPLIER
+
+
+class QMP:
+    """A minimal QMP client: JSON lines over QEMU's unix socket; events are skipped."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(timeout)
+        self.sock.connect(str(path))
+        self.file = self.sock.makefile("rwb")
+        self._read()  # the greeting
+        self.cmd("qmp_capabilities")
+
+    def _read(self) -> dict:
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise ConnectionError("QMP connection closed")
+            msg = json.loads(line)
+            if "event" not in msg:
+                return msg
+
+    def cmd(self, name: str, **args) -> object:
+        self.file.write(json.dumps({"execute": name, **({"arguments": args} if args else {})}).encode() + b"\n")
+        self.file.flush()
+        reply = self._read()
+        if "error" in reply:
+            raise RuntimeError(f"QMP {name}: {reply['error']}")
+        return reply.get("return")
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+class Machine:
+    """One QEMU guest. Use as a context manager: QEMU is always killed at exit."""
+
+    def __init__(self, board: Board, disk: Path, logdir: Path, name: str = "vm",
+                 guest_ports: tuple[int, ...] = (22, 80, 5432), **launch_args) -> None:
+        self.board = board
+        self.disk = disk
+        self.logdir = logdir
+        self.name = name
+        self.ports = {g: free_port() for g in guest_ports}
+        self.qmp_path = Path(f"/tmp/apbuild-qmp-{uuid.uuid4().hex[:12]}.sock")
+        self.launch_args = launch_args
+        self.child: pexpect.spawn | None = None
+        self._qmp: QMP | None = None
+        self.log_path = logdir / f"{name}.serial.log"
+        self.boots = 0
+
+    # -- life cycle ----------------------------------------------------------------------
+    def start(self) -> Machine:
+        launch = command(self.board, self.disk, serial="stdio", qmp_socket=self.qmp_path,
+                         forwards=self.ports, **self.launch_args)
+        log_launch(launch)
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        logfile = open(self.log_path, "ab", buffering=0)
+        logfile.write(f"\n=== start: {' '.join(launch.argv)}\n".encode())
+        self.child = pexpect.spawn(launch.argv[0], launch.argv[1:], timeout=None, maxread=65536,
+                                   searchwindowsize=200000, echo=False)
+        self.child.logfile_read = logfile
+        self.started_at = time.monotonic()
+        self.boots += 1
+        return self
+
+    def __enter__(self) -> Machine:
+        return self if self.child is not None else self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.kill()
+
+    def kill(self) -> None:
+        if self._qmp is not None:
+            try:
+                self._qmp.close()
+            except Exception:
+                pass
+            self._qmp = None
+        if self.child is not None and self.child.isalive():
+            self.child.terminate(force=True)
+        self.child = None
+        self.qmp_path.unlink(missing_ok=True)
+
+    def wait_exit(self, timeout: float = 60) -> None:
+        assert self.child is not None
+        self.child.expect(pexpect.EOF, timeout=scaled(timeout))
+        self.child.wait()
+
+    # -- serial console ------------------------------------------------------------------
+    def tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_bytes().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def expect(self, pattern, timeout: float = 60) -> re.Match:
+        assert self.child is not None, "machine not started"
+        try:
+            self.child.expect(pattern, timeout=scaled(timeout))
+        except pexpect.TIMEOUT:
+            raise AssertionError(f"{self.name}: no {pattern!r} within {scaled(timeout):.0f}s; "
+                                 f"serial console ends with:\n{self.tail()}") from None
+        except pexpect.EOF:
+            raise AssertionError(f"{self.name}: QEMU exited while waiting for {pattern!r}; "
+                                 f"serial console ends with:\n{self.tail()}") from None
+        return self.child.match
+
+    def send(self, text: str) -> None:
+        assert self.child is not None
+        self.child.send(text)
+
+    def login(self, user: str = "root", password: str = "iplinux", timeout: float = 180) -> None:
+        self.expect(r"login: ", timeout)
+        self.send(user + "\n")
+        self.expect(r"Password: ", 30)
+        self.send(password + "\n")
+        self.expect(r"[#$] ", 60)
+        marker = uuid.uuid4().hex[:8]
+        # No echo and no prompt: what comes back is only what commands print.
+        self.send(f"stty -echo; export PS1= PS2= PAGER=cat; dmesg -n 1 2>/dev/null; echo RE\"\"ADY{marker}\n")
+        self.expect(f"READY{marker}", 30)
+
+    def run(self, cmd: str, timeout: float = 60) -> tuple[str, int]:
+        marker = uuid.uuid4().hex[:10]
+        self.send(f"{cmd}; echo \"@@M\"\"{marker}@@$?@@\"\n")
+        match = self.expect(re.compile(rf"@@M{marker}@@(\d+)@@".encode()), timeout)
+        before = self.child.before.decode(errors="replace") if self.child else ""
+        return before.replace("\r", "").strip("\n"), int(match.group(1))
+
+    def ok(self, cmd: str, timeout: float = 60) -> str:
+        out, rc = self.run(cmd, timeout)
+        assert rc == 0, f"{self.name}: '{cmd}' exited {rc}:\n{out}"
+        return out
+
+    def choose_grub_entry(self, index: int, timeout: float = 180) -> None:
+        """At the next GRUB menu, select entry `index` (0 = rescue/setup) and boot it."""
+        self.expect("to select which entry is highlighted", timeout)
+        self.send("\x1b[A" * 4 + "\x1b[B" * index + "\r")
+
+    # -- QMP -----------------------------------------------------------------------------
+    def qmp(self, cmd: str, **args):
+        if self._qmp is None:
+            deadline = time.monotonic() + scaled(20)
+            while not self.qmp_path.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            self._qmp = QMP(self.qmp_path, scaled(60))
+        return self._qmp.cmd(cmd, **args)
+
+    # -- host side -----------------------------------------------------------------------
+    def http_get(self, path: str, timeout: float = 10) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{self.ports[80]}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
+                return r.status, r.read().decode(errors="replace")
+        except urllib.error.HTTPError as e:
+            return e.code, ""
+
+    def wait_http(self, path: str = "/manager/", timeout: float = 120) -> float:
+        """Seconds since QEMU started when the guest first answered on port 80."""
+        deadline = time.monotonic() + scaled(timeout)
+        while time.monotonic() < deadline:
+            try:
+                status, _ = self.http_get(path, timeout=3)
+                if status == 200:
+                    return time.monotonic() - self.started_at
+            except (OSError, urllib.error.URLError):
+                pass
+            if self.child is not None and not self.child.isalive():
+                break
+            time.sleep(0.5)
+        raise AssertionError(f"{self.name}: no HTTP answer on {path} within {scaled(timeout):.0f}s;"
+                             f" serial console ends with:\n{self.tail()}")
+
+    def tcp_probe(self, guest_port: int, payload: bytes, timeout: float = 5) -> bytes:
+        """Send payload to a forwarded guest port; return what came back (b'' if closed)."""
+        with socket.create_connection(("127.0.0.1", self.ports[guest_port]), timeout=timeout) as s:
+            s.sendall(payload)
+            try:
+                return s.recv(64)
+            except (ConnectionResetError, socket.timeout):
+                return b""

@@ -1,0 +1,144 @@
+"""x86_64-vm: the qcow2 installs itself on first boot and runs the App Platform's services."""
+
+from __future__ import annotations
+
+import re
+
+import paramiko
+import pytest
+from conftest import fresh_disk
+from harness import Machine
+
+pytestmark = pytest.mark.vm
+
+NORMAL_ENTRY = "Booting `App Platform {label}'"
+SSL_REQUEST = b"\x00\x00\x00\x08\x04\xd2\x16\x2f"  # PostgreSQL answers 'S' or 'N'
+
+
+@pytest.fixture(scope="module")
+def vm(vm_build, tmp_path_factory, logdir, accel):
+    project, result = vm_build
+    label = project.board.image_version
+    disk = fresh_disk(result, tmp_path_factory.mktemp("vm"), "vm")
+    with Machine(project.board, disk, logdir, name="x86_64-vm", accel=accel) as m:
+        # First boot: GRUB's default entry 0 (rescue/setup) runs the installer, which reboots.
+        m.expect("running install_step1.sh install", 180)
+        m.expect(re.compile(rb"^finished", re.M), 300)
+        m.expect(NORMAL_ENTRY.format(label=label), 180)
+        m.login("root", "iplinux", 300)
+        m.label = label
+        m.first_boot_http = None
+        yield m
+
+
+def test_first_boot_installed_and_switched_to_normal(vm):
+    assert "root=/dev/sda3" in vm.ok("cat /proc/cmdline")
+    assert "set default=1" in vm.ok("grep '^set default' /boot/grub/grub.cfg")
+    assert vm.run("test -e /mnt/sda1/pending")[1] == 1
+    log = vm.ok("cat /mnt/sda2/log/ramdisk.log")
+    assert log.splitlines()[-1] == "finished"
+
+
+def test_label_matches_the_image_version(vm):
+    assert vm.ok("cat /mnt/sda1/label") == vm.label
+
+
+def test_four_partitions_with_types_and_sizes(vm):
+    table = vm.ok("sfdisk -d /dev/sda")
+    parts = {int(m.group(1)): (int(m.group(2)), int(m.group(3)), m.group(4))
+             for m in re.finditer(r"/dev/sda(\d) : start=\s*(\d+), size=\s*(\d+), type=(\w+)", table)}
+    assert sorted(parts) == [1, 2, 3, 4], table
+    assert parts[1][2] == "83" and parts[2][2] == "83" and parts[3][2] == "83" and parts[4][2] == "82"
+    assert parts[3][1] == 500 * 2048 and parts[4][1] == 512 * 2048
+    assert parts[1][1] <= 350 * 2048
+    assert parts[1][0] < parts[3][0] < parts[4][0] < parts[2][0]  # sda2 is physically last
+    disk_sectors = int(vm.ok("cat /sys/block/sda/size"))
+    assert parts[2][0] + parts[2][1] == disk_sectors  # and reaches the end of the disk
+    assert "ext2" in vm.ok("grep ' /mnt/sda1 ' /proc/mounts")
+    assert "ext4" in vm.ok("grep ' /mnt/sda2 ' /proc/mounts")
+    assert "ext4" in vm.ok("grep ' / ' /proc/mounts | grep sda3")
+    assert "/dev/sda4" in vm.ok("cat /proc/swaps")
+    assert "has_journal" in vm.ok("dumpe2fs -h /dev/sda2 2>/dev/null | grep features")
+
+
+def test_postgresql_answers_locally(vm):
+    vm.ok("/etc/init.d/S50postgresql status")
+    assert vm.ok("psql -h /run/postgresql -U postgres -tAc 'select 1'") == "1"
+    assert vm.ok("cd / && su postgres -c \"psql -h /run/postgresql -tAc 'show data_directory'\"") == "/mnt/sda2/pgsql"
+
+
+def test_postgresql_refuses_connections_from_outside(vm):
+    # The probe itself works: inside the guest PostgreSQL answers it on loopback ...
+    inside = vm.ok(r"printf '\000\000\000\010\004\322\026\057' | nc 127.0.0.1 5432 | head -c 1")
+    assert inside in ("N", "S")
+    # ... but from the host (user-mode net, the guest's eth0) nothing answers.
+    assert vm.tcp_probe(5432, SSL_REQUEST) not in (b"N", b"S")
+    hba = vm.ok("grep -v '^#' /mnt/sda2/pgsql/pg_hba.conf")
+    assert re.search(r"host\s+all\s+all\s+0\.0\.0\.0/0\s+reject", hba)
+
+
+def test_manager_answers_from_the_host(vm):
+    status, page = vm.http_get("/manager/")
+    assert status == 200 and f">{vm.label}<" in page and "sda2" in page
+    status, log = vm.http_get("/manager/ramdisk.log")
+    assert status == 200 and log.rstrip().splitlines()[-1] == "finished"
+    assert vm.ok("stat -c %s /mnt/sda2/empty_if_no_space") == str(500 * 2**20)
+
+
+def test_ssh_admin_may_log_in_root_may_not(vm):
+    def login(user, password):
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        try:
+            client.connect("127.0.0.1", port=vm.ports[22], username=user, password=password,
+                           timeout=60, banner_timeout=60, auth_timeout=60,
+                           allow_agent=False, look_for_keys=False)
+            _, out, _ = client.exec_command("id -un")
+            return out.read().decode().strip()
+        finally:
+            client.close()
+
+    assert login("admin", "ipapps") == "admin"
+    with pytest.raises(paramiko.AuthenticationException):
+        login("root", "iplinux")
+    # Host keys were made on this device, at first boot, on sda2.
+    assert "dropbear_ed25519_host_key" in vm.ok("ls /mnt/sda2/etc/dropbear")
+
+
+def test_setip_rejects_bad_input_and_changes_nothing(vm):
+    before = vm.ok("ip -4 addr show eth0; ip route; cat /mnt/sda2/etc/network.conf 2>/dev/null; echo .")
+    for args in ("--addr=10.0.2.300 --mask=255.255.255.0 --gateway=10.0.2.2 --dns1=10.0.2.3",
+                 "--addr=10.0.2.15 --mask=255.0.255.0 --gateway=10.0.2.2 --dns1=10.0.2.3",
+                 "--addr=10.0.2.15 --mask=255.255.255.0 --gateway=10.0.3.2 --dns1=10.0.2.3",
+                 "--addr=10.0.2.15 --mask=255.255.255.0"):
+        out, rc = vm.run(f"setip {args}")
+        assert rc == 2, f"setip {args} -> {rc}: {out}"
+        assert out.startswith("setip: ")
+    assert vm.ok("ip -4 addr show eth0; ip route; cat /mnt/sda2/etc/network.conf 2>/dev/null; echo .") == before
+    assert "usage: setip --addr" in vm.ok("setip --help")
+
+
+def test_second_boot_goes_straight_to_normal(vm):
+    vm.ok("psql -h /run/postgresql -U postgres -c 'create table kept (v int); insert into kept values (42)'")
+    vm.send("reboot\n")
+    vm.expect(NORMAL_ENTRY.format(label=vm.label), 180)
+    vm.login("root", "iplinux", 300)
+    since_reboot = vm.log_path.read_bytes().rsplit(b"Restarting system", 1)[-1]
+    assert b"install_step1" not in since_reboot
+    assert vm.ok("psql -h /run/postgresql -U postgres -tAc 'select v from kept'") == "42"
+
+
+def test_owners_modes_and_password_hashes_in_the_image(vm):
+    stats = dict(line.rsplit(" ", 1)[::-1] for line in vm.ok(
+        "stat -c '%a %u:%g %n' /etc/shadow /etc/passwd /tmp /home/admin /home/root "
+        "/usr/bin/busybox /mnt/sda2/pgsql /usr/sbin/setip").splitlines())
+    assert stats["/etc/shadow"] == "600 0:0"
+    assert stats["/etc/passwd"] == "644 0:0"
+    assert stats["/tmp"] == "1777 0:0"
+    assert stats["/home/admin"] == "755 1000:1000"
+    assert stats["/home/root"] == "700 0:0"
+    assert stats["/usr/bin/busybox"] == "755 0:0"
+    assert stats["/mnt/sda2/pgsql"] == "700 102:102"
+    assert stats["/usr/sbin/setip"] == "755 0:0"
+    shadow = vm.ok("cut -d: -f1,2 /etc/shadow")
+    assert re.search(r"^root:\$6\$", shadow, re.M) and re.search(r"^admin:\$6\$", shadow, re.M)

@@ -1,0 +1,138 @@
+"""A real build of x86_64-vm, interrupted at the worst moment, then resumed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from apbuild import debian, lockfile, mirror
+from apbuild.cache import Cache, default_root
+from apbuild.config import find_root
+
+ROOT = find_root()
+BOARD = "x86_64-vm"
+
+
+def seeded_cache(tmp_path: Path) -> Path:
+    """A private cache holding the locked .debs (hard links into the user's cache)."""
+    lock = lockfile.read(ROOT / "boards" / f"{BOARD}.lock")
+    shared = Cache(default_root())
+    if any(not shared.has_blob(p.sha256) for p in lock.packages):
+        debian.fetch(lock, mirror.sources(), shared, board=BOARD)
+    private = tmp_path / "cache"
+    for p in lock.packages:
+        dest = Cache(private).blob(p.sha256)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.link(shared.blob(p.sha256), dest)
+    return private
+
+
+def start(cache: Path, out: Path) -> tuple[subprocess.Popen, list[str]]:
+    env = {**os.environ, "APBUILD_CACHE": str(cache), "APBUILD_NO_INSTALL": "1"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "build.py"), BOARD, "--output", str(out)],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
+    seen: list[str] = []
+
+    def read() -> None:
+        assert proc.stderr is not None
+        while chunk := proc.stderr.read1(4096):
+            seen.append(chunk.decode(errors="replace"))
+    threading.Thread(target=read, daemon=True).start()
+    return proc, seen
+
+
+def test_interrupted_build_leaves_nothing_final_and_resumes(tmp_path):
+    cache = seeded_cache(tmp_path)
+    out = tmp_path / "out"
+    proc, seen = start(cache, out)
+    deadline = time.monotonic() + 600
+    while "‣ rootfs-system" not in "".join(seen):
+        assert proc.poll() is None, "".join(seen)
+        assert time.monotonic() < deadline, "".join(seen)
+        time.sleep(0.2)
+    time.sleep(2)   # well inside the rootfs stage: xz is writing its layer
+    proc.kill()      # a power cut for the build: no handler runs
+    proc.wait()
+
+    finals = list(out.glob("app-platform-*")) if out.exists() else []
+    assert finals == [], f"half-written outputs under final names: {finals}"
+    stage_dirs = cache / "stages" / "rootfs-system"
+    assert [p for p in stage_dirs.iterdir() if not p.name.startswith(".tmp-")] == []
+    assert (cache / "stages" / "ramdisk").is_dir()
+
+    proc, seen = start(cache, out)
+    assert proc.wait() == 0, "".join(seen)
+    log = "".join(seen)
+    assert "‣ rootfs-system" in log
+    assert "ramdisk-system" not in log, "finished stages must be reused:\n" + log
+    assert (out / "app-platform-x86_64.qcow2").is_file() and (out / "app-platform-x86_64.img").is_file()
+    assert [p.name for p in stage_dirs.iterdir() if p.name.startswith(".tmp-")] == []
+
+    proc, seen = start(cache, out)
+    assert proc.wait() == 0
+    log = "".join(seen)
+    assert "‣" not in log and "up to date" in log, "a second build must do no work:\n" + log
+
+
+def first_difference(a: Path, b: Path) -> str:
+    """Name the first file that differs inside two builds' rootfs/ramdisk archives and sda1."""
+    import lzma
+    import tarfile
+
+    def members(path: Path) -> dict[str, bytes]:
+        with lzma.open(path) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+            return {m.name: (tar.extractfile(m).read() if m.isfile() else repr((m.mode, m.uid, m.gid, m.linkname)).encode())
+                    for m in tar}
+
+    for name in ("vmlinuz", "ramdisk.cpio.xz", "rootfs.tar.xz", "boot.img"):
+        if (a / name).read_bytes() != (b / name).read_bytes():
+            if name == "rootfs.tar.xz":
+                ma, mb = members(a / name), members(b / name)
+                for member in sorted(ma.keys() | mb.keys()):
+                    if ma.get(member) != mb.get(member):
+                        return f"rootfs.tar.xz: {member}"
+            return name
+    return "the disk image around sda1 (partition table or GRUB)"
+
+
+def test_two_builds_are_bit_identical(tmp_path):
+    """Same lockfile, other cache, other output directory, another time: the same bytes."""
+    from apbuild.cache import Cache, fingerprint, sha256_file
+    from apbuild.config import load_project
+    from apbuild.pipeline import build
+
+    project = load_project(ROOT, BOARD)
+    first = build(project, Cache(seeded_cache(tmp_path)), tmp_path / "out1")
+    time.sleep(1.1)
+    # The user's cache: the QEMU tests boot what this build leaves there.
+    second = build(project, Cache(default_root()), tmp_path / "out2")
+    for kind in ("qcow2", "raw"):
+        a, b = first.outputs[kind], second.outputs[kind]
+        same = sha256_file(a) == sha256_file(b) if kind == "qcow2" else fingerprint(a) == fingerprint(b)
+        boot_a = first.boot_files["kernel"].parent
+        boot_b = second.boot_files["kernel"].parent
+        assert same, f"{kind} differs; first difference: {first_difference(boot_a, boot_b)}"
+
+
+def test_first_difference_names_the_member(tmp_path):
+    import io
+    import lzma
+
+    from apbuild.tree import FILE, Entry, Tree
+
+    for name, content in (("a", b"one"), ("b", b"two")):
+        d = tmp_path / name
+        d.mkdir()
+        t = Tree()
+        t.add("/etc/same", Entry(FILE, data=b"x"))
+        t.add("/etc/changed", Entry(FILE, data=content))
+        buf = io.BytesIO()
+        t.write_tar(buf, 0)
+        (d / "rootfs.tar.xz").write_bytes(lzma.compress(buf.getvalue()))
+        for other in ("vmlinuz", "ramdisk.cpio.xz", "boot.img"):
+            (d / other).write_bytes(b"same")
+    assert first_difference(tmp_path / "a", tmp_path / "b") == "rootfs.tar.xz: ./etc/changed"

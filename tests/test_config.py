@@ -1,0 +1,106 @@
+"""Board, layout and recipe files: loaded strictly, every error names file, key, allowed."""
+
+from pathlib import Path
+
+import pytest
+
+from apbuild.config import find_root, list_boards, load_board, load_layout, load_project, load_recipe
+from apbuild.errors import ConfigError
+from apbuild.layout import place
+
+ROOT = find_root()
+BOARD = ROOT / "boards" / "x86_64-vm.toml"
+
+
+def write_board(tmp_path: Path, old: str, new: str) -> Path:
+    text = BOARD.read_text()
+    assert old in text
+    path = tmp_path / "x86_64-vm.toml"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+def test_every_shipped_board_loads_with_its_layout_and_recipes():
+    boards = list_boards(ROOT)
+    assert "x86_64-vm" in boards
+    for name in boards:
+        project = load_project(ROOT, name)
+        assert project.board.name == name
+        assert project.recipes
+
+
+@pytest.mark.parametrize("old,new,key,words", [
+    ('arch = "amd64"', 'arch = "sparc"', "arch", "amd64, arm64, armel, armhf"),
+    ("ram_mb = 512", 'ram_mb = "lots"', "ram_mb", "is not an integer"),
+    ("ram_mb = 512", "ram_mb = 0", "ram_mb", "greater than 0"),
+    ('disk_size = "16G"', 'disk_size = "big"', "disk_size", "is not a size"),
+    ('bootloader = "grub-bios"', 'bootloader = "uboot"', "bootloader", "grub-bios, gateway"),
+    ("cpus = 1", "cpus = 1\ncolour = 3", "colour", "allowed keys here"),
+    ('machine = "pc"', 'machine = "pc"\nspeed = 9', "qemu.speed", "allowed keys here"),
+    ('disk = "virtio-scsi"', 'disk = "floppy"', "qemu.disk", "virtio-scsi"),
+])
+def test_bad_board_names_file_key_and_allowed(tmp_path, old, new, key, words):
+    path = write_board(tmp_path, old, new)
+    with pytest.raises(ConfigError) as err:
+        load_board(path)
+    assert err.value.file == path
+    assert err.value.key == key
+    assert words in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_missing_key_says_it_is_required(tmp_path):
+    path = write_board(tmp_path, 'layout = "vm"\n', "")
+    with pytest.raises(ConfigError, match=r"layout: missing; required"):
+        load_board(path)
+
+
+def test_invalid_toml_names_the_file(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("name = [\n")
+    with pytest.raises(ConfigError, match="not valid TOML") as err:
+        load_board(path)
+    assert err.value.file == path
+
+
+def test_unknown_recipe_lists_the_known_ones(tmp_path):
+    root = tmp_path / "proj"
+    for sub in ("boards", "partitions", "recipes"):
+        (root / sub).mkdir(parents=True)
+    (root / "boards" / "x86_64-vm.toml").write_text(
+        BOARD.read_text().replace('"manager"]', '"manger"]'))
+    (root / "partitions" / "vm.toml").write_text((ROOT / "partitions" / "vm.toml").read_text())
+    for r in ("base", "ssh", "postgresql", "manager"):
+        (root / "recipes" / f"{r}.toml").write_text((ROOT / "recipes" / f"{r}.toml").read_text())
+    with pytest.raises(ConfigError, match=r"recipes\[3\]: no recipe 'manger'; recipes: base, manager"):
+        load_project(root, "x86_64-vm")
+
+
+def test_layout_rules(tmp_path):
+    text = (ROOT / "partitions" / "vm.toml").read_text()
+    bad = tmp_path / "rest.toml"
+    bad.write_text(text.replace('size = "500M"', 'size = "rest"'))
+    with pytest.raises(ConfigError, match="only the physically last partition may be size = 'rest'"):
+        load_layout(bad)
+    dup = tmp_path / "dup.toml"
+    dup.write_text(text.replace("number = 4", "number = 3"))
+    with pytest.raises(ConfigError, match="partition numbers repeat"):
+        load_layout(dup)
+
+
+def test_vm_layout_places_partitions_like_the_manual():
+    placements = place(load_layout(ROOT / "partitions" / "vm.toml"))
+    assert [p.number for p in placements] == [1, 3, 4, 2]
+    sizes = {p.name: p.size_sectors for p in placements}
+    assert sizes == {"boot": 350 * 2048, "rootfs": 500 * 2048, "swap": 512 * 2048, "data": None}
+    assert placements[0].start_sector == 2048
+    for a, b in zip(placements, placements[1:]):
+        assert b.start_sector == a.start_sector + a.size_sectors
+        assert b.start_sector % 2048 == 0
+
+
+def test_recipe_modes_are_checked(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text('description = "x"\n[rootfs.modes]\n"/etc/x" = "rw-r--r--"\n')
+    with pytest.raises(ConfigError, match=r"rootfs.modes./etc/x: 'rw-r--r--' is not 'MODE UID:GID'"):
+        load_recipe(path)
