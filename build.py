@@ -3,6 +3,8 @@
 
 import hashlib
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +18,60 @@ def _requirements(with_tests: bool) -> list[Path]:
     return files + [ROOT / "requirements-test.txt"] if with_tests else files
 
 
+# When PyPI cannot be reached, the same libraries come from the Debian mirror the build
+# needs anyway; the requirement files' lower bounds are what bookworm ships.
+DEBIAN_PACKAGES = {"jinja2": "python3-jinja2", "pyelftools": "python3-pyelftools",
+                   "pytest": "python3-pytest", "pexpect": "python3-pexpect",
+                   "paramiko": "python3-paramiko"}
+
+
+def _requirement_names(reqs: list[Path]) -> list[str]:
+    names = []
+    for req in reqs:
+        for line in req.read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if line:
+                names.append(re.split(r"[<>=!~ ;\[]", line, maxsplit=1)[0].lower())
+    return names
+
+
+def _make_venv(python: Path, system_site: bool) -> None:
+    shutil.rmtree(VENV, ignore_errors=True)
+    print(f"‣ creating {VENV}", file=sys.stderr)
+    base = "/usr/bin/python3" if system_site else sys.executable
+    argv = [base, "-m", "venv", str(VENV)] + (["--system-site-packages"] if system_site else [])
+    if subprocess.call(argv) != 0:
+        sys.exit("error: could not create a virtualenv: install python3-venv "
+                 "(apt-get install python3-venv)")
+
+
+def _pip(python: Path, reqs: list[Path], *extra: str) -> bool:
+    argv = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+            "--retries", "2", "--timeout", "20", *extra]
+    for req in reqs:
+        argv += ["-r", str(req)]
+    return subprocess.call(argv) == 0
+
+
+def _from_debian(python: Path, reqs: list[Path]) -> bool:
+    """PyPI unreachable: install the libraries as Debian packages, see them from a new venv."""
+    if os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"):
+        return False
+    sys.path.insert(0, str(ROOT))
+    from apbuild import hosttools
+    from apbuild.errors import ApbuildError
+
+    packages = sorted({DEBIAN_PACKAGES[n] for n in _requirement_names(reqs) if n in DEBIAN_PACKAGES})
+    print("‣ PyPI unreachable: using Debian's " + " ".join(packages), file=sys.stderr)
+    try:
+        hosttools.install_packages(packages + ["python3-venv"])
+    except ApbuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return False
+    _make_venv(python, system_site=True)
+    return _pip(python, reqs, "--no-index")  # only checks that the versions satisfy
+
+
 def _bootstrap(with_tests: bool) -> None:
     python = VENV / "bin" / "python"
     reqs = _requirements(with_tests)
@@ -24,16 +80,11 @@ def _bootstrap(with_tests: bool) -> None:
     if stamp.exists() and python.exists():
         return
     if not python.exists():
-        print(f"‣ creating {VENV}", file=sys.stderr)
-        if subprocess.call([sys.executable, "-m", "venv", str(VENV)]) != 0:
-            sys.exit("error: could not create a virtualenv: install python3-venv "
-                     "(apt-get install python3-venv)")
+        _make_venv(python, system_site=False)
     print("‣ installing Python packages: " + ", ".join(p.name for p in reqs), file=sys.stderr)
-    argv = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    for req in reqs:
-        argv += ["-r", str(req)]
-    if subprocess.call(argv) != 0:
-        sys.exit("error: pip could not install the Python packages (see above)")
+    if not _pip(python, reqs) and not _from_debian(python, reqs):
+        sys.exit("error: could not install the Python packages, from PyPI or as Debian "
+                 "packages (see above)")
     stamp.touch()
 
 

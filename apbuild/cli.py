@@ -135,6 +135,13 @@ def cmd_test(root: Path, extra: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["test"]:  # everything after 'test' belongs to pytest (-x, -k, -m ...)
+        try:
+            return cmd_test(find_root(), argv[1:])
+        except ApbuildError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return e.exit_code
     args = _parser().parse_args(argv)
     log.set_verbosity(args.verbose)
     root = find_root()
@@ -145,8 +152,6 @@ def main(argv: list[str] | None = None) -> int:
             for name in list_boards(root):
                 print(name)
             return 0
-        if words[:1] == ["test"]:
-            return cmd_test(root, words[1:])
         if args.all:
             return cmd_build(root, list_boards(root), args, cache)
         if len(words) == 2 and words[0] in ("run", "lock", "show"):

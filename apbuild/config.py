@@ -6,6 +6,7 @@ import dataclasses
 import re
 from pathlib import Path
 
+from .cache import sha256_file
 from .errors import ConfigError
 from .schema import load, one_of, parse_size, positive, read_toml, setting, size_check
 
@@ -150,10 +151,23 @@ def load_recipe(path: Path) -> Recipe:
 
 # -- boards ---------------------------------------------------------------------------------
 
+def _sha256(value: str) -> str | None:
+    return None if re.fullmatch(r"[0-9a-f]{64}", value) else f"{value!r} is not a SHA-256 (64 hex digits)"
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Kernel:
-    package: str = setting("Debian package that provides the kernel")
+    package: str = setting("Debian package that provides the kernel and its modules")
+    arch: str = setting("Debian architecture of the kernel package ('' = the board's): the "
+                        "armhf armmp kernel runs an armel userspace", default="",
+                        check=lambda v: None if v == "" else one_of(*ARCHES)(v))
     image: str = setting("glob of the kernel image inside that package", check=_abs_glob)
+    compress: str = setting("'gzip' to compress an uncompressed kernel image (arm64 Image) "
+                            "for sda1; '' to copy it as it is", default="", check=one_of("", "gzip"))
+    file: str = setting("a vendor kernel image for real hardware, as a local file (relative to "
+                        "the board file); it replaces the package's image in sda1", default="")
+    sha256: str = setting("SHA-256 of `file`: a build refuses any other content", default="",
+                          check=lambda v: None if v == "" else _sha256(v))
     cmdline: str = setting("kernel arguments common to every boot entry", default="")
     ramdisk_format: str = setting("'initramfs' (Debian kernels) or 'ext2' (RAM disk built in)",
                                   default="initramfs", check=one_of("initramfs", "ext2"))
@@ -179,6 +193,9 @@ class Qemu:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Outputs:
     raw: str = setting("file name of the raw disk or installation image", default="")
+    raw_size: str = setting("'disk': the raw image has the board's disk_size (sparse); "
+                            "'content': it ends with sda1 (an installation image to write "
+                            "onto a card or disk)", default="disk", check=one_of("disk", "content"))
     qcow2: str = setting("file name of the qcow2 image ('' for none)", default="")
 
 
@@ -197,6 +214,10 @@ class Board:
     recipes: tuple[str, ...] = setting("recipes under recipes/, applied in order", check=_name)
     image_version: str = setting("the image version written to sda1's label (e.g. 140001)",
                                  check=lambda v: None if v.isdigit() else f"{v!r} must be digits")
+    platform: str = setting("the image's name: boards with the same platform and image "
+                            "settings share one image (ipx10 and ipx11 run the same armel "
+                            "image); it is the hostname and seeds the image's fixed ids",
+                            check=_name)
     kernel: Kernel = setting("the kernel")
     qemu: Qemu = setting("how QEMU emulates the board")
     outputs: Outputs = setting("output file names", default=Outputs())
@@ -206,11 +227,47 @@ class Board:
     def lockfile(self) -> Path:
         return self.path.with_suffix(".lock")
 
+    @property
+    def kernel_arch(self) -> str:
+        return self.kernel.arch or self.arch
+
+    @property
+    def kernel_request(self) -> str:
+        """The kernel package as apt is asked for it (name:arch when foreign)."""
+        k = self.kernel
+        return k.package if self.kernel_arch == self.arch else f"{k.package}:{self.kernel_arch}"
+
+    @property
+    def boot_files(self) -> dict[str, str]:
+        """Names of the files on sda1, shared by the build, the templates and the loader."""
+        ramdisk = "ramdisk.cpio.xz" if self.kernel.ramdisk_format == "initramfs" else "ramdisk.ext2.xz"
+        return {"kernel": "vmlinuz", "ramdisk": ramdisk, "rootfs": "rootfs.tar.xz", "label": "label",
+                "sums": "SHA256SUMS", "pending": "pending", "mode": "bootmode"}
+
+    def image_settings(self) -> dict:
+        """What shapes the image, and nothing about the machine it runs on (name, RAM,
+        storage, QEMU): two boards with equal settings share every stage and output."""
+        data = dataclasses.asdict(self)
+        for key in ("name", "description", "storage", "ram_mb", "cpus", "qemu", "path"):
+            data.pop(key)
+        return data
+
 
 def load_board(path: Path) -> Board:
     board = load(Board, read_toml(path), path)
     if board.name != path.stem:
         raise ConfigError(path, "name", f"{board.name!r} must match the file name {path.stem!r}")
+    k = board.kernel
+    if bool(k.file) != bool(k.sha256):
+        raise ConfigError(path, "kernel.sha256" if k.file else "kernel.file",
+                          "a vendor kernel needs both kernel.file and kernel.sha256")
+    if k.file:
+        vendor = (path.parent / k.file).resolve()
+        if not vendor.is_file():
+            raise ConfigError(path, "kernel.file", f"{vendor} does not exist")
+        if sha256_file(vendor) != k.sha256:
+            raise ConfigError(path, "kernel.sha256", f"{vendor} has SHA-256 {sha256_file(vendor)}, "
+                              f"not the {k.sha256} the board names; refused")
     return dataclasses.replace(board, path=path)
 
 
@@ -226,7 +283,7 @@ class Project:
     @property
     def packages(self) -> tuple[str, ...]:
         names = dict.fromkeys(p for r in self.recipes for p in r.packages)
-        names.setdefault(self.board.kernel.package)
+        names.setdefault(self.board.kernel_request)
         for package in BOOTLOADER_PACKAGES[self.board.bootloader]:
             names.setdefault(package)
         return tuple(names)

@@ -12,6 +12,7 @@ import concurrent.futures
 import dataclasses
 import email.utils
 import lzma
+import posixpath
 import re
 import shutil
 import subprocess
@@ -131,26 +132,40 @@ def parse_packages(text: str) -> dict[tuple[str, str], dict[str, str]]:
     return out
 
 
+def has_index(release: Release, arch: str) -> bool:
+    base = f"{release.source.component}/binary-{arch}/Packages"
+    return any(release.sha256.get(base + ext, ("", 0))[1] > 0 for ext in ("", ".xz"))
+
+
 def fetch_packages_index(release: Release, arch: str, cache: Cache) -> str:
-    """The verified Packages index: Packages.xz, or plain Packages where a mirror has only that."""
+    """The verified Packages index: Packages.xz, plain Packages, or either by hash (what apt
+    uses while a mirror syncs); MirrorSyncError if every copy disagrees with InRelease."""
     source = release.source
     base = f"{source.component}/binary-{arch}/Packages"
+    mismatched = []
     for rel, unpack in ((base + ".xz", lzma.decompress), (base, lambda data: data)):
         if rel not in release.sha256:
             continue
         digest, size = release.sha256[rel]
-        if not cache.has_blob(digest):
+        by_hash = f"{posixpath.dirname(rel)}/by-hash/SHA256/{digest}"
+        for path in (rel, by_hash):
+            if cache.has_blob(digest):
+                break
             tmp = cache.incoming() / f"Packages-{source.suite}-{arch}"
             try:
-                download(f"{source.uri}/dists/{source.suite}/{rel}", tmp)
+                download(f"{source.uri}/dists/{source.suite}/{path}", tmp)
             except NotFound:
                 continue
-            if tmp.stat().st_size != size or sha256_file(tmp) != digest:
+            if tmp.stat().st_size == size and sha256_file(tmp) == digest:
+                cache.put_blob(tmp, digest, f"{source.suite} {rel}")
+            else:
                 tmp.unlink(missing_ok=True)
-                raise MirrorSyncError(f"{source.uri} {source.suite}: {rel} does not match InRelease "
-                                      f"(the mirror may be syncing)")
-            cache.put_blob(tmp, digest, f"{source.suite} {rel}")
-        return unpack(cache.blob(digest).read_bytes()).decode()
+                mismatched.append(path)
+        if cache.has_blob(digest):
+            return unpack(cache.blob(digest).read_bytes()).decode()
+    if mismatched:
+        raise MirrorSyncError(f"{source.uri} {source.suite}: {', '.join(mismatched)} do not match "
+                              f"InRelease (the mirror may be syncing)")
     raise ApbuildError(f"{source.uri} {source.suite}: no Packages index for architecture {arch}")
 
 
@@ -219,7 +234,43 @@ def lock(arch: str, packages: tuple[str, ...], exclude: tuple[str, ...], sources
 
 def _lock_once(arch, packages, exclude, sources, cache, keyring) -> Lockfile:
     releases = [fetch_release(s, keyring, cache) for s in sources]
-    texts = [(r, fetch_packages_index(r, arch, cache)) for r in releases]
+    native = tuple(p for p in packages if ":" not in p)
+    foreign: dict[str, list[str]] = {}
+    for p in packages:
+        if ":" in p:
+            name, parch = p.split(":", 1)
+            foreign.setdefault(parch, []).append(name)
+    locked = _resolve_arch(arch, native, exclude, releases, cache, keyring)
+    for parch, names in foreign.items():
+        # A foreign package is a kernel (the armhf armmp kernel of an armel board): only the
+        # kernel images come from that arch, never its userspace dependencies.
+        for pkg in _resolve_arch(parch, tuple(names), exclude, releases, cache, keyring, True):
+            if pkg.name.startswith("linux-image-"):
+                locked.append(pkg)
+    newest = max(releases, key=lambda r: email.utils.parsedate_to_datetime(r.date))
+    return Lockfile(arch, newest.date, tuple(packages), tuple(sorted(exclude)),
+                    tuple(sorted(locked, key=lambda p: p.name)))
+
+
+def _resolve_arch(arch, packages, exclude, releases, cache, keyring,
+                  kernel_only: bool = False) -> list[LockedPackage]:
+    # A suite may not carry every arch (bookworm-security's LTS dropped armel): skip it there.
+    carrying = [r for r in releases if has_index(r, arch)]
+    if not carrying:
+        raise ApbuildError(f"no suite of the mirror has packages for {arch}")
+    for r in releases:
+        if r not in carrying:
+            log.detail(f"{r.source.suite} has no {arch} packages: skipped for {arch}")
+    texts = []
+    for r in carrying:
+        try:
+            texts.append((r, fetch_packages_index(r, arch, cache)))
+        except MirrorSyncError as e:
+            # An arch that only gives the kernel (armhf for armel) must not stop the build
+            # over an update suite in mid-sync: the release suite still has the kernel.
+            if not kernel_only or r is carrying[0]:
+                raise
+            log.warn(f"{e}: {arch} packages from {r.source.suite} left out of this lock")
     indexes = [(r, parse_packages(t)) for r, t in texts]
     chosen = apt_resolve(arch, packages, texts, keyring, cache)
     locked = []
@@ -235,9 +286,7 @@ def _lock_once(arch, packages, exclude, sources, cache, keyring) -> Lockfile:
         source_pkg = fields.get("Source", name).split()[0]
         locked.append(LockedPackage(name, version, fields.get("Architecture", arch), release.source.suite,
                                     fields["Filename"], int(fields["Size"]), fields["SHA256"], source_pkg))
-    newest = max(releases, key=lambda r: email.utils.parsedate_to_datetime(r.date))
-    return Lockfile(arch, newest.date, tuple(packages), tuple(sorted(exclude)),
-                    tuple(sorted(locked, key=lambda p: p.name)))
+    return locked
 
 
 def fetch(lockfile: Lockfile, sources: tuple[Source, ...], cache: Cache, *, board: str = "BOARD") -> dict[str, Path]:

@@ -80,6 +80,30 @@ def _normalise(image: Path, source: Path, epoch: int, owner_root: bool) -> None:
         run(["debugfs", "-w", "-f", cmd.name, image], env={"E2FSPROGS_FAKE_TIME": str(epoch)})
 
 
+FAT32_MIN = 36 * 2**20  # FAT32 needs 65525 clusters: with 512-byte clusters, about 33 MiB
+
+
+def make_fat(source: Path, out: Path, *, label: str, epoch: int, size_bytes: int | None = None) -> Path:
+    """FAT32 with mkfs.fat and mcopy (mtools), no mounts. --invariant fixes the volume serial
+    and the format's own times; every file and directory carries the build's mtime, which
+    mcopy -m keeps, so two builds give the same bytes."""
+    needed = sum(-(-p.stat().st_size // 512) * 512 for p in _walk(source) if p.is_file())
+    if size_bytes is None:
+        size_bytes = max(FAT32_MIN, -(-int(needed * 1.03 + 2 * 2**20) // 2**20) * 2**20)
+    for path in _walk(source) + [source]:
+        os.utime(path, (epoch, epoch), follow_symlinks=False)
+    tmp = out.with_name(f".{out.name}.part")
+    tmp.unlink(missing_ok=True)
+    env = {"SOURCE_DATE_EPOCH": str(epoch), "MTOOLS_SKIP_CHECK": "1", "TZ": "UTC"}
+    run(["mkfs.fat", "-F", "32", "-s", "1", "-S", "512", "--invariant", "-n", label.upper()[:11],
+         "-C", tmp, str(size_bytes // 1024)], env=env)
+    top = sorted(source.iterdir())
+    if top:
+        run(["mcopy", "-s", "-m", "-Q", "-i", tmp, *top, "::/"], env=env)
+    os.replace(tmp, out)
+    return out
+
+
 def make_swap(out: Path, size_bytes: int, uuid: str, label: str = "") -> Path:
     """A Linux swap area header (version 1, 4 KiB pages), as mkswap writes it."""
     page = 4096

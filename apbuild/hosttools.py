@@ -23,7 +23,8 @@ BUILD_TOOLS = {  # tool -> Debian package
     "mkfs.fat": "dosfstools",
 }
 KEYRING_PACKAGE = ("/usr/share/keyrings/debian-archive-keyring.gpg", "debian-archive-keyring")
-TEST_TOOLS = {"qemu-system-x86_64": "qemu-system-x86"}
+TEST_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "qemu-system-arm": "qemu-system-arm",
+              "qemu-system-aarch64": "qemu-system-arm"}
 
 
 def _have(tool: str) -> bool:
@@ -44,18 +45,24 @@ def ensure(tools: dict[str, str]) -> None:
     command = "apt-get install --no-install-recommends " + " ".join(packages)
     if os.geteuid() != 0 or os.environ.get("APBUILD_NO_INSTALL") == "1":
         raise ApbuildError(f"host tools are missing; install them with: {command}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     with log.step(f"host tools: apt-get install {' '.join(packages)}"):
-        for attempt in range(1, 5):
-            # An index that fails (a foreign repository, a mirror mid-sync) must not stop
-            # us if the packages we need can still be installed: try the install anyway.
-            subprocess.run(["apt-get", "update"], env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-            proc = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *packages],
-                                  env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-            if proc.returncode == 0:
-                return
-            log.detail(proc.stderr.strip())
-            if attempt < 4:
-                time.sleep(5 * attempt)
-        raise ApbuildError(f"could not install host tools ({command}):\n{proc.stderr.strip()[-2000:]}")
+        install_packages(packages)
+
+
+def install_packages(packages: list[str]) -> None:
+    """apt-get install, retried: a mirror in the middle of a sync briefly fails."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for attempt in range(1, 5):
+        # An index that fails (a foreign repository, a mirror mid-sync) must not stop us
+        # if the packages we need can still be installed: try the install anyway.
+        subprocess.run(["apt-get", "update"], env=env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *packages],
+                              env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if proc.returncode == 0:
+            return
+        log.detail(proc.stderr.strip())
+        if attempt < 4:
+            time.sleep(5 * attempt)
+    command = "apt-get install --no-install-recommends " + " ".join(packages)
+    raise ApbuildError(f"could not install {command}:\n{proc.stderr.strip()[-2000:]}")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import hashlib
-import lzma
+import json
 import os
 import shutil
 import subprocess
@@ -52,14 +53,20 @@ def _dir_digest(directory: Path) -> str:
 
 def definition_digest(project: Project) -> str:
     """Everything the user wrote that shapes the images: board, layout, recipes, overlays."""
-    h = hashlib.sha256()
-    for path in [project.board.path, project.layout.path] + [r.path for r in project.recipes]:
+    h = hashlib.sha256(board_settings(project).encode())
+    for path in [project.layout.path] + [r.path for r in project.recipes]:
         h.update(path.read_bytes())
     for recipe in project.recipes:
-        for image in ("common", "rootfs", "ramdisk", "boot"):
+        for image in ("common", "rootfs", "ramdisk", "boot", f"boot-{project.board.bootloader}"):
             h.update(_dir_digest(recipe.overlay(image)).encode())
     h.update(_dir_digest(project.root / "rootfs-overlay").encode())
     return h.hexdigest()
+
+
+def board_settings(project: Project) -> str:
+    """The board as far as it shapes the image (not its name, RAM or QEMU), plus the vendor
+    kernel's hash: boards that agree here share stages and outputs."""
+    return json.dumps(project.board.image_settings(), sort_keys=True, default=str)
 
 
 def ensure_lock(project: Project, cache: Cache) -> lockfile.Lockfile:
@@ -140,7 +147,6 @@ class Build:
 
     def context(self, **extra: Any) -> dict[str, Any]:
         parts = by_name(self.placements)
-        fmt = self.board.kernel.ramdisk_format
         return {
             "board": self.board,
             "label": self.board.image_version,
@@ -148,24 +154,17 @@ class Build:
             "part": parts,
             "partitions_physical": self.placements,
             "disk_id": f"0x{self.disk_id:08x}",
-            "boot_files": {
-                "kernel": "vmlinuz",
-                "ramdisk": "ramdisk.cpio.xz" if fmt == "initramfs" else "ramdisk.ext2.xz",
-                "rootfs": "rootfs.tar.xz",
-                "label": "label",
-                "sums": "SHA256SUMS",
-                "pending": "pending",
-                "mode": "bootmode",
-            },
+            "boot_files": self.board.boot_files,
             "cmdline": self.board.kernel.cmdline,
             "kernel_version": kernel_version(self.lock),
-            "salt": self.board.name,
+            "platform": self.board.platform,
+            "salt": self.board.platform,
             **extra,
         }
 
     @property
     def disk_id(self) -> int:
-        return int(hashlib.sha256(self.board.name.encode()).hexdigest()[:8], 16)
+        return int(hashlib.sha256(self.board.platform.encode()).hexdigest()[:8], 16)
 
     # -- stage plumbing ---------------------------------------------------------------
     def stage(self, name: str, inputs: dict[str, Any], func, *, base: bool = True) -> Path:
@@ -205,7 +204,7 @@ class Build:
         fmt = "cpio" if image == "ramdisk" else "tar"
         # The system layer depends on the packages and the recipes' selections only.
         recipes = [r.path.read_bytes().decode() for r in self.project.recipes]
-        sys_inputs = {"image": image, "recipes": recipes, "board": self.board.path.read_text()}
+        sys_inputs = {"image": image, "recipes": recipes, "board": board_settings(self.project)}
 
         def write(tree: Tree, out: Path, end: bool) -> None:
             if fmt == "tar":
@@ -246,13 +245,23 @@ class Build:
         return self.image("ramdisk")
 
     def kernel_image(self) -> Path:
+        """sda1's kernel: the package's image (gzipped if the board says so), or the vendor's
+        file, whose SHA-256 was checked when the board was loaded."""
+        k = self.board.kernel
+
         def build(work: Path) -> None:
-            entry = self.pool().get(self.kernel().image)
-            assert entry is not None
-            (work / "vmlinuz").write_bytes(entry.read())
+            if k.file:
+                data = (self.board.path.parent / k.file).read_bytes()
+            else:
+                entry = self.pool().get(self.kernel().image)
+                assert entry is not None
+                data = entry.read()
+            if k.compress == "gzip":
+                data = gzip.compress(data, compresslevel=9, mtime=0)
+            (work / "vmlinuz").write_bytes(data)
         package = next(p for p in self.lock.packages if p.name == f"linux-image-{kernel_version(self.lock)}")
-        return self.stage("kernel", {"package": package.sha256, "image": self.board.kernel.image},
-                          build, base=False) / "vmlinuz"
+        source = {"vendor": k.sha256} if k.file else {"package": package.sha256, "image": k.image}
+        return self.stage("kernel", {**source, "compress": k.compress}, build, base=False) / "vmlinuz"
 
 
 def _xz_pipe(writer, out: Path) -> None:
@@ -289,18 +298,27 @@ def _boot_stage(build: Build) -> Path:
         tree.add("/" + names["rootfs"], Entry(FILE, 0o644, source=rootfs_file))
         tree.add("/" + names["label"], Entry(FILE, 0o644, data=f"{build.board.image_version}\n".encode()))
         for recipe in build.project.recipes:
-            tree.merge(rootfs.render_overlay(recipe.overlay("boot"), ctx, recipe.name))
+            for overlay in ("boot", f"boot-{build.board.bootloader}"):
+                tree.merge(rootfs.render_overlay(recipe.overlay(overlay), ctx, recipe.name))
+        # The boot configuration changes on the device (default entry, boot mode): not summed.
+        mutable = {"/grub/grub.cfg", "/" + names["mode"]}
         sums = "".join(f"{hashlib.sha256(e.read()).hexdigest()}  {p.lstrip('/')}\n"
-                       for p, e in tree if e.kind == FILE)
+                       for p, e in tree if e.kind == FILE and p not in mutable)
         tree.add("/" + names["sums"], Entry(FILE, 0o644, data=sums.encode()))
-        # Written last and outside the sums: the installer removes it when it has finished.
+        # Outside the sums: the installer removes "pending" when it has finished, and switches
+        # a gateway's loader from rescue to normal through the mode file.
         tree.add("/" + names["pending"], Entry(FILE, 0o644, data=b"install\n"))
+        if build.board.bootloader == "gateway":
+            tree.add("/" + names["mode"], Entry(FILE, 0o644, data=b"rescue\n"))
         tree.entries.pop("/", None)
         files = work / "files"
         tree.write_dir(files)
         boot = build.placements[0]
-        fsimage.make_ext(boot.filesystem, files, work / "boot.img", label="boot",
-                         uuid=fsimage.uuid_from(build.board.name, "boot"), epoch=build.epoch)
+        if boot.filesystem == "fat32":
+            fsimage.make_fat(files, work / "boot.img", label="boot", epoch=build.epoch)
+        else:
+            fsimage.make_ext(boot.filesystem, files, work / "boot.img", label="boot",
+                             uuid=fsimage.uuid_from(build.board.platform, "boot"), epoch=build.epoch)
         shutil.rmtree(files)
         # Kept beside the image: the benchmark reports their sizes, the tests read them.
         for name, source in ((names["kernel"], kernel_file), (names["ramdisk"], ramdisk_file),
@@ -316,7 +334,7 @@ def _disk_stage(build: Build, boot_dir: Path) -> Path:
     from .schema import parse_size
 
     boot_img = boot_dir / "boot.img"
-    inputs = {"boot": build.cache.recorded(boot_img), "board": build.board.path.read_text(),
+    inputs = {"boot": build.cache.recorded(boot_img), "board": board_settings(build.project),
               "layout": build.project.layout.path.read_text()}
 
     def make(work: Path) -> None:
@@ -326,7 +344,9 @@ def _disk_stage(build: Build, boot_dir: Path) -> Path:
             raise ApbuildError(f"sda1 content is {size} bytes, more than the {first.reserved_sectors * 512} "
                                f"bytes the layout reserves ({build.project.layout.path})")
         raw = work / "disk.img"
-        disk.make_mbr_disk(raw, parse_size(build.board.disk_size), build.disk_id, [
+        # An installation image ends with sda1; a VM disk has its full virtual size.
+        whole = first.start + size if build.board.outputs.raw_size == "content" else parse_size(build.board.disk_size)
+        disk.make_mbr_disk(raw, whole, build.disk_id, [
             disk.Placed(number=first.number, start=first.start, size=size, type=first.mbr_type,
                         bootable=True, image=boot_img)])
         if build.board.bootloader == "grub-bios":

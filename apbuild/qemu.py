@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import socket
 import subprocess
 from pathlib import Path
 
 from . import log
+from .run import run
 from .config import Board
 
 
@@ -67,6 +69,34 @@ def choose_accel(board: Board, kernel: Path | None, cache_dir: Path) -> str:
     return "kvm" if probe_kvm(board, kernel, cache_dir) else "tcg"
 
 
+@dataclasses.dataclass(frozen=True)
+class LoaderBoot:
+    mode: str          # "normal" or "rescue"
+    kernel: Path
+    initrd: Path
+    append: str
+
+
+def gateway_loader(board: Board, disk: Path, workdir: Path) -> LoaderBoot:
+    """Play the gateway's firmware: read the mode file on the disk's FAT32 sda1, take kernel
+    and initrd from there and boot normal (root=/dev/sda3) or rescue (root=/dev/ram0).
+    The disk must be raw: that is what the firmware reads, and mtools with it."""
+    table = json.loads(run(["sfdisk", "-J", disk]).stdout)["partitiontable"]
+    first = next(p for p in table["partitions"] if p["node"].endswith("1"))
+    image = f"{disk}@@{first['start'] * 512}"
+    env = {"MTOOLS_SKIP_CHECK": "1"}
+    names = board.boot_files
+    mode = run(["mtype", "-i", image, f"::{names['mode']}"], env=env, check=False)
+    chosen = mode.stdout.decode(errors="replace").strip() if mode.returncode == 0 else ""
+    chosen = chosen if chosen in ("normal", "rescue") else "rescue"  # a lost mode file: rescue
+    workdir.mkdir(parents=True, exist_ok=True)
+    kernel, initrd = workdir / "loader-kernel", workdir / "loader-initrd"
+    run(["mcopy", "-o", "-n", "-i", image, f"::{names['kernel']}", kernel], env=env)
+    run(["mcopy", "-o", "-n", "-i", image, f"::{names['ramdisk']}", initrd], env=env)
+    root = "root=/dev/sda3 rootwait" if chosen == "normal" else "root=/dev/ram0 ramdisk_size=100000"
+    return LoaderBoot(chosen, kernel, initrd, f"{root} {board.kernel.cmdline}".strip())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -106,6 +136,8 @@ def command(board: Board, disk: Path, *, serial: str = "stdio", qmp_socket: Path
     argv += _disk_args(board, disk, cache, snapshot)
     nic = f"user,model={q.nic}" + "".join(f",hostfwd=tcp:127.0.0.1:{h}-:{g}" for g, h in forwards.items())
     argv += ["-nic", nic]
+    if board.bootloader == "gateway":
+        argv.append("-no-reboot")  # the emulated gateway loader starts the next boot itself
     if qmp_socket is not None:
         argv += ["-qmp", f"unix:{qmp_socket},server=on,wait=off"]
     if kernel is not None:

@@ -24,6 +24,7 @@ HOST_TOOLS: dict[str, str] = {
     "grub-mkimage": "grub-pc-bin",
     "mcopy": "mtools",
     "mformat": "mtools",
+    "mtype": "mtools",
     "mke2fs": "e2fsprogs",
     "mkfs.fat": "dosfstools",
     "qemu-img": "qemu-utils",
