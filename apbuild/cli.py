@@ -13,6 +13,7 @@ from . import hosttools, log
 from .cache import Cache, default_root
 from .config import find_root, list_boards, load_project
 from .errors import ApbuildError
+from .run import run
 
 USAGE = """\
 ./build.py BOARD [--output DIR]     build a board (a name under boards/ or a .toml path)
@@ -58,7 +59,9 @@ def cmd_build(root: Path, boards: list[str], args: argparse.Namespace, cache: Ca
 
 
 def cmd_run(root: Path, board: str, args: argparse.Namespace) -> int:
-    from .qemu import command
+    """Boot the built image with its serial console on this terminal (like `mkosi qemu`)."""
+    from .cache import default_root
+    from .qemu import choose_accel, command, gateway_loader, log_launch
 
     project = load_project(root, board)
     out = output_dir(root, project.board.name, args.output)
@@ -66,16 +69,35 @@ def cmd_run(root: Path, board: str, args: argparse.Namespace) -> int:
     image = out / (b.outputs.qcow2 or b.outputs.raw)
     if not image.exists():
         raise ApbuildError(f"{image} does not exist: build it first with './build.py {board}'")
-    from .cache import default_root
-    from .qemu import choose_accel
-
-    kernel = next(iter(sorted(default_root().glob("stages/kernel/*/vmlinuz"))), None)
-    launch = command(b, image, serial="mon:stdio", forwards={22: 2222, 80: 8080},
-                     accel=choose_accel(b, kernel, default_root()))
-    from .qemu import log_launch
-    log_launch(launch)
-    log.info(f"booting {image} (ssh: port 2222, http: port 8080; quit with Ctrl-A X)")
-    return subprocess.call(launch.argv)
+    forwards = {22: 2222, 80: 8080}
+    if b.bootloader != "gateway":
+        kernel = next(iter(sorted(default_root().glob("stages/kernel/*/vmlinuz"))), None)
+        launch = command(b, image, serial="mon:stdio", forwards=forwards,
+                         accel=choose_accel(b, kernel, default_root()))
+        log_launch(launch)
+        log.info(f"booting {image} (ssh: port 2222, http: port 8080; quit with Ctrl-A X)")
+        return subprocess.call(launch.argv)
+    # A gateway: the installation image written onto a disk of the board's size, booted by
+    # the emulated loader, which starts the next boot whenever the guest reboots.
+    disk = out / f"{b.name}-disk.img"
+    if not disk.exists() or disk.stat().st_mtime < image.stat().st_mtime:
+        run(["cp", "--sparse=always", image, disk])
+        run(["truncate", "-s", b.disk_size, disk])
+        log.info(f"{disk}: {image.name} on an empty {b.disk_size} disk")
+    serial_log = out / f".{b.name}-serial.log"
+    while True:
+        loaded = gateway_loader(b, disk, out / ".loader")
+        serial_log.unlink(missing_ok=True)
+        launch = command(b, disk, serial="chardev:console", forwards=forwards, accel="tcg",
+                         kernel=loaded.kernel, initrd=loaded.initrd, append=loaded.append,
+                         extra=("-chardev", f"stdio,id=console,mux=on,signal=on,logfile={serial_log}",
+                                "-mon", "chardev=console"))
+        log_launch(launch)
+        log.info(f"loader: booting {loaded.mode} from {disk.name} (ssh: port 2222, http: port 8080; "
+                 f"quit with Ctrl-A X)")
+        rc = subprocess.call(launch.argv)
+        if rc != 0 or b"reboot: Restarting system" not in serial_log.read_bytes():
+            return rc
 
 
 def cmd_lock(root: Path, board: str, cache: Cache) -> int:

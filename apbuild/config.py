@@ -250,6 +250,8 @@ class Board:
         data = dataclasses.asdict(self)
         for key in ("name", "description", "storage", "ram_mb", "cpus", "qemu", "path"):
             data.pop(key)
+        if self.outputs.raw_size == "content":  # an installation image fits any disk size
+            data.pop("disk_size")
         return data
 
 

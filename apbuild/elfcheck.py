@@ -153,6 +153,11 @@ def check_tree(tree: Tree, arch: str) -> int:
             problems.append(f"{path}: uses the {info.float_abi}-float ARM ABI, "
                             f"{arch} is {want.float_abi}-float")
             continue
+        foreign = [a for a, i in ARCH.items() if i.interpreter == info.interpreter and a != arch]
+        if info.interpreter and foreign and info.interpreter != want.interpreter:
+            problems.append(f"{path}: its interpreter {info.interpreter} is {foreign[0]}'s, "
+                            f"{arch} uses {want.interpreter}")
+            continue
         if info.interpreter and tree.resolve(info.interpreter) is None:
             problems.append(f"{path}: interpreter {info.interpreter} is missing")
         dirs = _search_dirs(path, info, arch)

@@ -80,7 +80,7 @@ def _normalise(image: Path, source: Path, epoch: int, owner_root: bool) -> None:
         run(["debugfs", "-w", "-f", cmd.name, image], env={"E2FSPROGS_FAKE_TIME": str(epoch)})
 
 
-FAT32_MIN = 36 * 2**20  # FAT32 needs 65525 clusters: with 512-byte clusters, about 33 MiB
+FAT32_MIN = 34 * 2**20  # FAT32 needs 65525 clusters: with 512-byte clusters, 33 MiB and the FATs
 
 
 def make_fat(source: Path, out: Path, *, label: str, epoch: int, size_bytes: int | None = None) -> Path:

@@ -199,8 +199,6 @@ class Build:
         Each layer is its own cached stage and its own xz stream (tar and initramfs both
         accept concatenation), so a changed template recompresses only the small layer.
         """
-        if image == "ramdisk" and self.board.kernel.ramdisk_format != "initramfs":
-            raise ApbuildError(f"{self.board.path}: kernel.ramdisk_format 'ext2' is not built yet")
         fmt = "cpio" if image == "ramdisk" else "tar"
         # The system layer depends on the packages and the recipes' selections only.
         recipes = [r.path.read_bytes().decode() for r in self.project.recipes]
@@ -228,6 +226,8 @@ class Build:
         config_xz = self.stage(f"{image}-config", {"image": image, "system": self.cache.recorded(system_xz)},
                                build_config) / "layer.xz"
 
+        if image == "ramdisk" and self.board.kernel.ramdisk_format == "ext2":
+            return self.ext2_ramdisk(system_xz, config_xz)
         name = "rootfs.tar.xz" if image == "rootfs" else "ramdisk.cpio.xz"
 
         def join(work: Path) -> None:
@@ -237,6 +237,29 @@ class Build:
                         shutil.copyfileobj(f, out, 1 << 20)
         return self.stage(image, {"system": self.cache.recorded(system_xz), "config": self.cache.recorded(config_xz)},
                           join, base=False) / name
+
+    def ext2_ramdisk(self, system_xz: Path, config_xz: Path) -> Path:
+        """ramdisk.ext2.xz: the same ramdisk as an ext2 RAM disk image, for a kernel with the
+        RAM disk built in (root=/dev/ram0 mounts it; inittab runs /init as sysinit)."""
+        from . import fsimage
+
+        def make(work: Path) -> None:
+            system, order = self.system_tree("ramdisk")
+            config = rootfs.config_layer(self.project, "ramdisk", system, self.context(boot_modules=order),
+                                         self.project.root / "rootfs-overlay")
+            tree = rootfs.union(system, config)
+            tree.entries.pop("/", None)
+            files = work / "files"
+            tree.write_dir(files)
+            fsimage.make_ext("ext2", files, work / "ramdisk.ext2", label="ramdisk",
+                             uuid=fsimage.uuid_from(self.board.platform, "ramdisk"), epoch=self.epoch)
+            shutil.rmtree(files)
+            _xz_pipe(lambda f: shutil.copyfileobj(open(work / "ramdisk.ext2", "rb"), f, 1 << 20),
+                     work / "ramdisk.ext2.xz")
+            (work / "ramdisk.ext2").unlink()
+        rec = self.cache.recorded
+        return self.stage("ramdisk-ext2", {"system": rec(system_xz), "config": rec(config_xz)},
+                          make) / "ramdisk.ext2.xz"
 
     def rootfs(self) -> Path:
         return self.image("rootfs")

@@ -153,10 +153,12 @@ class Tree:
 
     def write_dir(self, dest: Path) -> None:
         """Materialise the files (content and modes; owners are set by the image writer)."""
+        dirs = []
         for path, entry in self:
             target = dest / path.lstrip("/")
             if entry.kind == DIR:
                 target.mkdir(parents=True, exist_ok=True)
+                dirs.append((target, entry.mode))
             elif entry.kind == SYMLINK:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.symlink(entry.target, target)
@@ -167,6 +169,8 @@ class Tree:
                 else:
                     target.write_bytes(entry.read())
                 os.chmod(target, entry.mode)
+        for target, mode in reversed(dirs):  # last: a read-only directory is filled by now
+            os.chmod(target, mode)
 
 
 class _Sink(io.RawIOBase):

@@ -6,7 +6,8 @@ from the normal cache (so "cold" means every stage runs but no package is downlo
 cold build, no-op rebuild, rebuild after one template changed, sizes of sda1's payload and
 of each output, peak memory, and QEMU start to the manager's first HTTP answer (normal boot).
 
-usage: bench/build.py [BOARD] [--no-boot]
+usage: bench/build.py [BOARD ...|--all] [--no-boot]
+With several boards it also times `./build.py --all` cold and no-op in one shared cache.
 """
 
 from __future__ import annotations
@@ -31,86 +32,128 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
     return time.monotonic() - start
 
 
-def main() -> int:
-    board = next((a for a in sys.argv[1:] if not a.startswith("-")), "x86_64-vm")
-    boot = "--no-boot" not in sys.argv
+def private_copy(work: Path) -> tuple[Path, dict[str, str], str]:
+    """A copy of the project and an empty stage cache seeded with the downloaded packages."""
     from apbuild.cache import default_root
 
-    with tempfile.TemporaryDirectory(prefix="apbuild-bench-") as tmp:
-        work = Path(tmp)
-        project = work / "project"
-        shutil.copytree(ROOT, project, ignore=shutil.ignore_patterns(".venv", "out", ".git", "__pycache__"))
-        cache = work / "cache"
-        seed = default_root() / "blobs"
-        if seed.is_dir():  # downloads cached: hard links, no copy
-            shutil.copytree(seed, cache / "blobs", copy_function=os.link)
-        env = {**os.environ, "APBUILD_CACHE": str(cache), "APBUILD_VENV": str(ROOT / ".venv")}
-        python = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
-        cmd = [python, str(project / "build.py"), board]
-        figures: list[tuple[str, str]] = []
-        figures.append(("cold build (downloads cached)", f"{timed(cmd, env):.1f} s"))
-        figures.append(("no-op rebuild", f"{timed(cmd, env):.2f} s"))
-        templates = sorted((project / "recipes").rglob("*.j2"))
-        target = next((t for t in templates if "S50postgresql" in t.name or "rootfs" in str(t)), templates[0])
-        target.write_text(target.read_text() + "\n# bench: one changed template\n")
-        figures.append((f"rebuild after {target.relative_to(project)} changed", f"{timed(cmd, env):.1f} s"))
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        figures.append(("peak memory (largest process)", f"{peak:.0f} MiB"))
+    project = work / "project"
+    shutil.copytree(ROOT, project, ignore=shutil.ignore_patterns(".venv", "out", ".git", "__pycache__"))
+    cache = work / "cache"
+    seed = default_root() / "blobs"
+    if seed.is_dir():  # downloads cached: hard links, no copy
+        shutil.copytree(seed, cache / "blobs", copy_function=os.link)
+    env = {**os.environ, "APBUILD_CACHE": str(cache), "APBUILD_VENV": str(ROOT / ".venv")}
+    python = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
+    return project, env, python
 
-        sys.path.insert(0, str(project))
-        from apbuild.config import load_project
 
-        proj = load_project(ROOT, board)
-        out = project / "out" / board
-        boot_dirs = sorted((cache / "stages" / "boot").glob("*/"), key=lambda p: p.stat().st_mtime)
-        if boot_dirs:
-            b = boot_dirs[-1]
-            payload = 0
-            for name in ("vmlinuz", "ramdisk.cpio.xz", "ramdisk.ext2.xz", "rootfs.tar.xz"):
-                if (b / name).exists():
-                    size = (b / name).stat().st_size
-                    payload += size
-                    figures.append((f"sda1: {name}", f"{size / 1e6:.1f} MB"))
-            figures.append(("sda1 payload (kernel + ramdisk + rootfs)", f"{payload / 1e6:.1f} MB"))
-        for f in sorted(out.glob("*")):
-            if f.name.startswith("."):
-                continue
-            used = f.stat().st_blocks * 512
-            figures.append((f"output {f.name}", f"{f.stat().st_size / 1e6:.1f} MB apparent, {used / 1e6:.1f} MB on disk"))
-        if boot and proj.board.outputs.qcow2:
-            figures.extend(boot_figures(proj, out / proj.board.outputs.qcow2, work))
-        width = max(len(k) for k, _ in figures)
-        print(f"apbuild benchmark: board {board}, {os.cpu_count()} CPUs")
-        for k, v in figures:
-            print(f"  {k:<{width}}  {v}")
+def bench_board(board: str, work: Path, boot: bool) -> list[tuple[str, str]]:
+    project, env, python = private_copy(work)
+    cache = Path(env["APBUILD_CACHE"])
+    cmd = [python, str(project / "build.py"), board]
+    figures: list[tuple[str, str]] = []
+    figures.append(("cold build (downloads cached)", f"{timed(cmd, env):.1f} s"))
+    figures.append(("no-op rebuild", f"{timed(cmd, env):.2f} s"))
+    templates = sorted((project / "recipes").rglob("*.j2"))
+    target = next((t for t in templates if "S50postgresql" in t.name or "rootfs" in str(t)), templates[0])
+    target.write_text(target.read_text() + "\n# bench: one changed template\n")
+    figures.append((f"rebuild after {target.relative_to(project)} changed", f"{timed(cmd, env):.1f} s"))
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    figures.append(("peak memory (largest process so far)", f"{peak:.0f} MiB"))
+
+    from apbuild.config import load_project
+
+    proj = load_project(ROOT, board)
+    out = project / "out" / board
+    boot_dirs = sorted((cache / "stages" / "boot").glob("*/"), key=lambda p: p.stat().st_mtime)
+    if boot_dirs:
+        b = boot_dirs[-1]
+        payload = 0
+        for name in ("vmlinuz", "ramdisk.cpio.xz", "ramdisk.ext2.xz", "rootfs.tar.xz"):
+            if (b / name).exists():
+                size = (b / name).stat().st_size
+                payload += size
+                figures.append((f"sda1: {name}", f"{size / 1e6:.1f} MB"))
+        figures.append(("sda1 payload (kernel + ramdisk + rootfs)", f"{payload / 1e6:.1f} MB"))
+    for f in sorted(out.glob("*")):
+        if f.name.startswith("."):
+            continue
+        used = f.stat().st_blocks * 512
+        figures.append((f"output {f.name}", f"{f.stat().st_size / 1e6:.1f} MB apparent, {used / 1e6:.1f} MB on disk"))
+    if boot:
+        image = out / (proj.board.outputs.qcow2 or proj.board.outputs.raw)
+        figures.extend(boot_figures(proj, image, work))
+    return figures
+
+
+def bench_all(work: Path) -> list[tuple[str, str]]:
+    project, env, python = private_copy(work)
+    cmd = [python, str(project / "build.py"), "--all"]
+    return [("--all cold (downloads cached, shared stages)", f"{timed(cmd, env):.1f} s"),
+            ("--all no-op", f"{timed(cmd, env):.2f} s")]
+
+
+def show(title: str, figures: list[tuple[str, str]]) -> None:
+    width = max(len(k) for k, _ in figures)
+    print(title)
+    for k, v in figures:
+        print(f"  {k:<{width}}  {v}", flush=True)
+
+
+def main() -> int:
+    from apbuild.config import list_boards
+
+    words = [a for a in sys.argv[1:] if not a.startswith("-")]
+    boards = list_boards(ROOT) if "--all" in sys.argv else words or ["x86_64-vm"]
+    boot = "--no-boot" not in sys.argv
+    print(f"apbuild benchmark: {os.cpu_count()} CPUs, boards {' '.join(boards)}")
+    for board in boards:
+        with tempfile.TemporaryDirectory(prefix="apbuild-bench-") as tmp:
+            show(f"board {board}", bench_board(board, Path(tmp), boot))
+    if len(boards) > 1:
+        with tempfile.TemporaryDirectory(prefix="apbuild-bench-") as tmp:
+            show("all boards", bench_all(Path(tmp)))
     return 0
 
 
 def boot_figures(proj, image: Path, work: Path) -> list[tuple[str, str]]:
-    """First boot (install + reboot) and normal boot, each to the manager's first answer."""
-    from apbuild.qemu import command, free_port
+    """First boot (install + reboot) and normal boot, each to the manager's first answer.
+    A gateway boots through the emulated loader, as in the tests."""
+    from apbuild.qemu import command, free_port, gateway_loader
 
-    disk = work / "bench.qcow2"
-    shutil.copyfile(image, disk)
+    gateway = proj.board.bootloader == "gateway"
+    disk = work / ("bench.img" if gateway else "bench.qcow2")
+    subprocess.run(["cp", "--sparse=always", str(image), str(disk)], check=True)
+    if gateway:
+        subprocess.run(["truncate", "-s", "4G", str(disk)], check=True)
     out = []
-    for label in ("first boot (install, reboot) to manager's first answer", "normal boot to manager's first answer"):
+    for label in ("first boot (install, reboot) to manager's first answer",
+                  "normal boot to manager's first answer"):
         port = free_port()
-        launch = command(proj.board, disk, serial="null", forwards={80: port})
         start = time.monotonic()
-        proc = subprocess.Popen(launch.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            answered = None
-            while time.monotonic() - start < 600 and proc.poll() is None:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/manager/", timeout=2)
-                    answered = time.monotonic() - start
-                    break
-                except OSError:
-                    time.sleep(0.5)
-            out.append((label, f"{answered:.1f} s" if answered else "no answer within 600 s"))
-        finally:
-            proc.kill()
-            proc.wait()
+        answered = None
+        while answered is None and time.monotonic() - start < 600:
+            boot = {}
+            if gateway:  # each QEMU run is one boot; the loader picks the next from sda1
+                loaded = gateway_loader(proj.board, disk, work / "loader")
+                boot = {"kernel": loaded.kernel, "initrd": loaded.initrd, "append": loaded.append}
+            launch = command(proj.board, disk, serial="null", forwards={80: port}, **boot)
+            proc = subprocess.Popen(launch.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                while time.monotonic() - start < 600 and proc.poll() is None:
+                    try:
+                        urllib.request.urlopen(f"http://127.0.0.1:{port}/manager/", timeout=2)
+                        answered = time.monotonic() - start
+                        break
+                    except OSError:
+                        time.sleep(0.5)
+            finally:
+                if answered is not None or not gateway:
+                    proc.kill()
+                proc.wait()
+            if not gateway:
+                break
+        out.append((label, f"{answered:.1f} s" if answered else "no answer within 600 s"))
     return out
 
 

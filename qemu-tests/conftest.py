@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,12 +19,22 @@ ROOT = find_root()
 
 
 @pytest.fixture(scope="session")
-def vm_build(tmp_path_factory):
-    """x86_64-vm built by the real pipeline (stages reused from the user's cache)."""
-    project = load_project(ROOT, "x86_64-vm")
-    out = tmp_path_factory.mktemp("out-x86_64-vm")
-    result = build(project, Cache(default_root()), out)
-    return project, result
+def build_board(tmp_path_factory):
+    """Build a board by the real pipeline, once per session (stages from the user's cache)."""
+    built: dict[str, tuple] = {}
+
+    def get(name: str):
+        if name not in built:
+            project = load_project(ROOT, name)
+            out = tmp_path_factory.mktemp(f"out-{name}")
+            built[name] = (project, build(project, Cache(default_root()), out))
+        return built[name]
+    return get
+
+
+@pytest.fixture(scope="session")
+def vm_build(build_board):
+    return build_board("x86_64-vm")
 
 
 @pytest.fixture(scope="session")
@@ -44,4 +55,12 @@ def fresh_disk(result, tmp: Path, name: str) -> Path:
     """A private copy of the built qcow2: each machine installs onto its own disk."""
     disk = tmp / f"{name}.qcow2"
     shutil.copyfile(result.outputs["qcow2"], disk)
+    return disk
+
+
+def installation_disk(result, tmp: Path, name: str, size: str = "4G") -> Path:
+    """A gateway's storage: the installation image written to the start of an empty disk."""
+    disk = tmp / f"{name}.img"
+    subprocess.run(["cp", "--sparse=always", str(result.outputs["raw"]), str(disk)], check=True)
+    subprocess.run(["truncate", "-s", size, str(disk)], check=True)
     return disk

@@ -20,7 +20,7 @@ from pathlib import Path
 import pexpect
 
 from apbuild.config import Board
-from apbuild.qemu import command, free_port, log_launch
+from apbuild.qemu import command, free_port, gateway_loader, log_launch
 
 MULTIPLIER = float(os.environ.get("APBUILD_TIMEOUT_MULTIPLIER", "1"))
 
@@ -78,15 +78,24 @@ class Machine:
         self._qmp: QMP | None = None
         self.log_path = logdir / f"{name}.serial.log"
         self.boots = 0
+        self.mode = ""           # gateway boards: the mode the loader booted (normal, rescue)
+        self._log_offset = 0
 
     # -- life cycle ----------------------------------------------------------------------
     def start(self) -> Machine:
+        boot = {}
+        if self.board.bootloader == "gateway":
+            # The emulated gateway firmware: kernel, initrd and mode from the disk's sda1.
+            loaded = gateway_loader(self.board, self.disk, self.logdir / f"{self.name}.loader")
+            self.mode = loaded.mode
+            boot = {"kernel": loaded.kernel, "initrd": loaded.initrd, "append": loaded.append}
         launch = command(self.board, self.disk, serial="stdio", qmp_socket=self.qmp_path,
-                         forwards=self.ports, **self.launch_args)
+                         forwards=self.ports, **boot, **self.launch_args)
         log_launch(launch)
         self.logdir.mkdir(parents=True, exist_ok=True)
         logfile = open(self.log_path, "ab", buffering=0)
-        logfile.write(f"\n=== start: {' '.join(launch.argv)}\n".encode())
+        logfile.write(f"\n=== start{' (' + self.mode + ')' if self.mode else ''}: {' '.join(launch.argv)}\n".encode())
+        self._log_offset = self.log_path.stat().st_size
         self.child = pexpect.spawn(launch.argv[0], launch.argv[1:], timeout=None, maxread=65536,
                                    searchwindowsize=200000, echo=False)
         self.child.logfile_read = logfile
@@ -125,16 +134,36 @@ class Machine:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def rebooted(self) -> bool:
+        """Did the guest ask for a reset since the last start (not a power-off)?"""
+        with open(self.log_path, "rb") as f:
+            f.seek(self._log_offset)
+            return b"reboot: Restarting system" in f.read()
+
+    def _restart_after_reboot(self) -> bool:
+        """QEMU runs gateways with -no-reboot: on a guest reset it exits and the emulated
+        firmware loads the next boot from sda1, as the real gateway does."""
+        if self.board.bootloader != "gateway" or self.child is None or not self.rebooted():
+            return False
+        self.child.expect(pexpect.EOF, timeout=30)
+        self.kill()
+        self.start()
+        return True
+
     def expect(self, pattern, timeout: float = 60) -> re.Match:
         assert self.child is not None, "machine not started"
-        try:
-            self.child.expect(pattern, timeout=scaled(timeout))
-        except pexpect.TIMEOUT:
-            raise AssertionError(f"{self.name}: no {pattern!r} within {scaled(timeout):.0f}s; "
-                                 f"serial console ends with:\n{self.tail()}") from None
-        except pexpect.EOF:
-            raise AssertionError(f"{self.name}: QEMU exited while waiting for {pattern!r}; "
-                                 f"serial console ends with:\n{self.tail()}") from None
+        deadline = time.monotonic() + scaled(timeout)
+        while True:
+            try:
+                self.child.expect(pattern, timeout=max(1.0, deadline - time.monotonic()))
+                break
+            except pexpect.EOF:
+                if not self._restart_after_reboot():
+                    raise AssertionError(f"{self.name}: QEMU exited while waiting for {pattern!r}; "
+                                         f"serial console ends with:\n{self.tail()}") from None
+            except pexpect.TIMEOUT:
+                raise AssertionError(f"{self.name}: no {pattern!r} within {scaled(timeout):.0f}s; "
+                                     f"serial console ends with:\n{self.tail()}") from None
         return self.child.match
 
     def send(self, text: str) -> None:
@@ -202,6 +231,22 @@ class Machine:
             time.sleep(0.5)
         raise AssertionError(f"{self.name}: no HTTP answer on {path} within {scaled(timeout):.0f}s;"
                              f" serial console ends with:\n{self.tail()}")
+
+    def ssh_user(self, user: str, password: str, timeout: float = 90) -> str:
+        """Log in over SSH (forwarded port 22) and return `id -un`; paramiko raises
+        AuthenticationException when the login is refused."""
+        import paramiko
+
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        try:
+            client.connect("127.0.0.1", port=self.ports[22], username=user, password=password,
+                           timeout=scaled(timeout), banner_timeout=scaled(timeout),
+                           auth_timeout=scaled(timeout), allow_agent=False, look_for_keys=False)
+            _, out, _ = client.exec_command("id -un")
+            return out.read().decode().strip()
+        finally:
+            client.close()
 
     def tcp_probe(self, guest_port: int, payload: bytes, timeout: float = 5) -> bytes:
         """Send payload to a forwarded guest port; return what came back (b'' if closed)."""

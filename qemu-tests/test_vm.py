@@ -86,21 +86,9 @@ def test_manager_answers_from_the_host(vm):
 
 
 def test_ssh_admin_may_log_in_root_may_not(vm):
-    def login(user, password):
-        client = paramiko.SSHClient()
-        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-        try:
-            client.connect("127.0.0.1", port=vm.ports[22], username=user, password=password,
-                           timeout=60, banner_timeout=60, auth_timeout=60,
-                           allow_agent=False, look_for_keys=False)
-            _, out, _ = client.exec_command("id -un")
-            return out.read().decode().strip()
-        finally:
-            client.close()
-
-    assert login("admin", "ipapps") == "admin"
+    assert vm.ssh_user("admin", "ipapps") == "admin"
     with pytest.raises(paramiko.AuthenticationException):
-        login("root", "iplinux")
+        vm.ssh_user("root", "iplinux")
     # Host keys were made on this device, at first boot, on sda2.
     assert "dropbear_ed25519_host_key" in vm.ok("ls /mnt/sda2/etc/dropbear")
 

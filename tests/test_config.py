@@ -104,3 +104,50 @@ def test_recipe_modes_are_checked(tmp_path):
     path.write_text('description = "x"\n[rootfs.modes]\n"/etc/x" = "rw-r--r--"\n')
     with pytest.raises(ConfigError, match=r"rootfs.modes./etc/x: 'rw-r--r--' is not 'MODE UID:GID'"):
         load_recipe(path)
+
+
+def test_gateway_boards_share_one_armel_image():
+    """ipx10 and ipx11 differ only in the machine: same image settings and lockfile, so
+    every stage key and output is the same and `--all` builds the armel image once."""
+    from apbuild.pipeline import board_settings, definition_digest
+
+    ipx10, ipx11 = load_project(ROOT, "ipx10"), load_project(ROOT, "ipx11")
+    assert ipx10.board.ram_mb != ipx11.board.ram_mb
+    assert board_settings(ipx10) == board_settings(ipx11)
+    assert definition_digest(ipx10) == definition_digest(ipx11)
+    assert ipx10.board.lockfile.read_bytes() == ipx11.board.lockfile.read_bytes(), \
+        "boards of one platform must be locked together: cp boards/ipx10.lock boards/ipx11.lock"
+    assert board_settings(load_project(ROOT, "ipx13")) != board_settings(ipx10)
+
+
+def vendor_board(tmp_path: Path, sha256: str) -> Path:
+    """ipx10 with a vendor kernel given as a local file (a fixture made here)."""
+    (tmp_path / "vendor").mkdir(exist_ok=True)
+    (tmp_path / "vendor" / "zImage").write_bytes(b"vendor kernel fixture\n" * 100)
+    text = (ROOT / "boards" / "ipx10.toml").read_text().replace('name = "ipx10"', 'name = "vendorbox"')
+    text = text.replace('[kernel]\n', f'[kernel]\nfile = "vendor/zImage"\nsha256 = "{sha256}"\n')
+    path = tmp_path / "vendorbox.toml"
+    path.write_text(text)
+    (tmp_path / "vendorbox.lock").write_bytes((ROOT / "boards" / "ipx10.lock").read_bytes())
+    return path
+
+
+def test_vendor_kernel_file_with_wrong_sha256_is_refused(tmp_path):
+    path = vendor_board(tmp_path, "0" * 64)
+    with pytest.raises(ConfigError) as e:
+        load_board(path)
+    assert "vendorbox.toml" in str(e.value) and "kernel.sha256" in str(e.value)
+    assert "refused" in str(e.value)
+
+
+def test_vendor_kernel_file_goes_to_sda1_as_it_is(tmp_path):
+    import hashlib
+
+    from apbuild.cache import Cache
+    from apbuild.pipeline import Build
+
+    content = b"vendor kernel fixture\n" * 100
+    path = vendor_board(tmp_path, hashlib.sha256(content).hexdigest())
+    project = load_project(ROOT, str(path))
+    kernel = Build(project, Cache(tmp_path / "cache"), tmp_path / "out").kernel_image()
+    assert kernel.read_bytes() == content

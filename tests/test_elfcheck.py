@@ -72,3 +72,43 @@ def test_selection_pulls_in_the_elf_closure(programs):
     assert "/usr/lib64/ld-linux-x86-64.so.2" in chosen  # the interpreter link and its target
     assert "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" in chosen
     assert "/usr/share/doc/foo/README" not in chosen
+
+
+def arm_elf(flags: int, interp: str, e_type: int = 2) -> bytes:
+    """A minimal 32-bit ARM executable: ELF header, one PT_INTERP program header, the path."""
+    import struct
+
+    path = interp.encode() + b"\0"
+    ident = b"\x7fELF" + bytes([1, 1, 1, 0]) + bytes(8)
+    header = ident + struct.pack("<HHIIIIIHHHHHH", e_type, 40, 1, 0x10000, 52, 0, flags,
+                                 52, 32, 1, 40, 0, 0)
+    phdr = struct.pack("<IIIIIIII", 3, 84, 0, 0, len(path), len(path), 4, 1)
+    return header + phdr + path + bytes(64)
+
+
+def armel_image(binary: bytes) -> Tree:
+    t = Tree()
+    t.add("/usr/lib/arm-linux-gnueabi/ld-linux.so.3", Entry(FILE, 0o755, data=arm_elf(0x5000200, "", 3)))
+    t.add("/lib", Entry(SYMLINK, target="usr/lib"))
+    t.add("/usr/lib/ld-linux.so.3", Entry(SYMLINK, target="arm-linux-gnueabi/ld-linux.so.3"))
+    t.add("/usr/bin/tool", Entry(FILE, 0o755, data=binary))
+    return t
+
+
+def test_armel_binary_passes_in_an_armel_rootfs():
+    assert elfcheck.check_tree(armel_image(arm_elf(0x5000200, "/lib/ld-linux.so.3")), "armel") == 2
+
+
+def test_armhf_binary_in_an_armel_rootfs_names_the_file():
+    hard = arm_elf(0x5000400, "/lib/ld-linux.so.3")
+    with pytest.raises(elfcheck.ElfCheckError, match=r"/usr/bin/tool: uses the hard-float ARM ABI, armel is soft-float"):
+        elfcheck.check_tree(armel_image(hard), "armel")
+    # No float flag, but the armhf loader: still refused.
+    loader = arm_elf(0x5000000, "/lib/ld-linux-armhf.so.3")
+    with pytest.raises(elfcheck.ElfCheckError, match=r"/usr/bin/tool: its interpreter /lib/ld-linux-armhf.so.3 is armhf's"):
+        elfcheck.check_tree(armel_image(loader), "armel")
+
+
+def test_arm_binary_in_an_arm64_rootfs_names_the_file():
+    with pytest.raises(elfcheck.ElfCheckError, match=r"/usr/bin/tool: built for EM_ARM/32-bit, the board's arch arm64"):
+        elfcheck.check_tree(armel_image(arm_elf(0x5000200, "/lib/ld-linux.so.3")), "arm64")

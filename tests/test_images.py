@@ -36,6 +36,24 @@ def test_ext_images_are_reproducible_and_clean(tmp_path, fs):
     assert not list(tmp_path.glob(".*.part"))
 
 
+def test_fat32_is_reproducible_and_readable(tmp_path):
+    src = tree(tmp_path / "src")
+    a = fsimage.make_fat(src, tmp_path / "a.img", label="boot", epoch=1700000000)
+    time.sleep(1.1)
+    (src / "label").touch()
+    b = fsimage.make_fat(src, tmp_path / "b.img", label="boot", epoch=1700000000)
+    assert a.read_bytes() == b.read_bytes()
+    assert a.stat().st_size == fsimage.FAT32_MIN
+    env = {"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"}
+    subprocess.run(["fsck.fat", "-n", str(a)], check=True, capture_output=True)
+    info = subprocess.run(["minfo", "-i", str(a), "::"], capture_output=True, text=True, env=env).stdout
+    assert "FAT32" in info or "fat_bits=32" in info.replace(" ", "")
+    assert subprocess.run(["mtype", "-i", str(a), "::/grub/grub.cfg"], capture_output=True,
+                          env=env, check=True).stdout == b"set default=0\n"
+    listing = subprocess.run(["mdir", "-i", str(a), "::/"], capture_output=True, text=True, env=env).stdout
+    assert "2023-11-14" in listing  # every entry carries the build's time, not the source's
+
+
 def test_swap_header_matches_mkswap(tmp_path):
     uuid = fsimage.uuid_from("swap")
     ours = fsimage.make_swap(tmp_path / "ours", 64 << 20, uuid, "swap")

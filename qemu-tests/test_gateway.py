@@ -1,0 +1,77 @@
+"""The ARM gateways: each board's installation image, written to an empty 4 GB disk, installs
+itself through the emulated gateway loader and runs the App Platform's services (TCG)."""
+
+from __future__ import annotations
+
+import re
+
+import paramiko
+import pytest
+from conftest import installation_disk
+from harness import Machine
+
+pytestmark = pytest.mark.gateway
+
+BOARDS = ["ipx10", "ipx11", "ipx13"]
+
+
+@pytest.fixture(scope="module", params=BOARDS)
+def gateway(request, build_board, tmp_path_factory, logdir):
+    project, result = build_board(request.param)
+    disk = installation_disk(result, tmp_path_factory.mktemp(request.param), request.param)
+    with Machine(project.board, disk, logdir, name=request.param, accel="tcg") as m:
+        # First boot: sda1's mode file says rescue; the ramdisk installs, sets normal, reboots,
+        # and the loader (the harness) boots the installed system.
+        assert m.mode == "rescue"
+        m.expect("running install_step1.sh install", 180)
+        m.expect(re.compile(rb"^finished", re.M), 300)
+        m.login("root", "iplinux", 300)
+        m.project, m.result = project, result
+        yield m
+
+
+def test_installed_and_switched_to_normal(gateway):
+    assert gateway.mode == "normal" and gateway.boots == 2
+    assert "root=/dev/sda3" in gateway.ok("cat /proc/cmdline")
+    assert gateway.ok("cat /mnt/sda1/bootmode") == "normal"
+    assert gateway.ok("cat /mnt/sda1/label") == gateway.project.board.image_version
+    assert gateway.run("test -e /mnt/sda1/pending")[1] == 1
+    assert gateway.ok("tail -1 /mnt/sda2/log/ramdisk.log") == "finished"
+
+
+def test_partitions_and_filesystems(gateway):
+    table = gateway.ok("sfdisk -d /dev/sda")
+    parts = {int(m.group(1)): (int(m.group(2)), int(m.group(3)), m.group(4))
+             for m in re.finditer(r"/dev/sda(\d) : start=\s*(\d+), size=\s*(\d+), type=(\w+)", table)}
+    assert sorted(parts) == [1, 2, 3, 4], table
+    assert [parts[n][2] for n in (1, 2, 3, 4)] == ["c", "83", "83", "82"]
+    assert parts[1][1] <= 200 * 2048 and parts[3][1] == 500 * 2048 and parts[4][1] == 512 * 2048
+    assert parts[1][0] < parts[3][0] < parts[4][0] < parts[2][0]
+    assert parts[2][0] + parts[2][1] == int(gateway.ok("cat /sys/block/sda/size"))
+    assert "vfat" in gateway.ok("grep ' /mnt/sda1 ' /proc/mounts")
+    assert "ext4" in gateway.ok("grep ' /mnt/sda2 ' /proc/mounts")
+    assert "/dev/sda4" in gateway.ok("cat /proc/swaps")
+
+
+def test_userspace_is_the_boards_arch(gateway):
+    arch = gateway.project.board.arch
+    loader = {"armel": "/lib/ld-linux.so.3", "arm64": "/lib/ld-linux-aarch64.so.1"}[arch]
+    assert gateway.run(f"test -e {loader}")[1] == 0
+    assert gateway.run("test -e /lib/ld-linux-armhf.so.3")[1] == 1
+    mem_kb = int(gateway.ok("grep MemTotal /proc/meminfo").split()[1])
+    assert mem_kb <= gateway.project.board.ram_mb * 1024
+
+
+def test_postgresql_and_manager(gateway):
+    assert gateway.ok("psql -h /run/postgresql -U postgres -tAc 'select 1'") == "1"
+    gateway.wait_http("/manager/", 120)
+    status, page = gateway.http_get("/manager/")
+    assert status == 200 and f">{gateway.project.board.image_version}<" in page
+    status, log = gateway.http_get("/manager/ramdisk.log")
+    assert status == 200 and log.rstrip().splitlines()[-1] == "finished"
+
+
+def test_ssh_admin_yes_root_no(gateway):
+    assert gateway.ssh_user("admin", "ipapps") == "admin"
+    with pytest.raises(paramiko.AuthenticationException):
+        gateway.ssh_user("root", "iplinux")
