@@ -106,6 +106,31 @@ def test_setip_rejects_bad_input_and_changes_nothing(vm):
     assert "usage: setip --addr" in vm.ok("setip --help")
 
 
+def test_full_data_disk_fails_cleanly_and_the_reserve_frees_it(vm):
+    """The manual's 'disk full': sda2 full (for everyone but root, who keeps ext4's 5%),
+    PostgreSQL refuses writes but keeps its data and keeps answering; deleting empty_if_no_space frees 500 MB; the manager recreates it."""
+    psql = "psql -h /run/postgresql -U postgres -v ON_ERROR_STOP=1"
+    vm.ok(f"{psql} -c 'create table full_t (v text); insert into full_t values (1)'")
+
+    def avail_kb() -> int:
+        return int(vm.ok("df -k /mnt/sda2 | tail -1").split()[3])
+    vm.ok(f"fallocate -l {max(avail_kb() - 256, 0)}K /mnt/sda2/fill && sync")
+    assert avail_kb() < 1024
+    out, rc = vm.run(f"{psql} -c \"insert into full_t select repeat('x', 1000) from generate_series(1, 2000)\" 2>&1")
+    assert rc != 0 and ("could not extend file" in out or "No space left on device" in out), out
+    assert vm.ok(f"{psql} -tAc 'select count(*) from full_t'") == "1"
+    status, _ = vm.http_get("/manager/")
+    assert status == 200                                   # the manager still serves
+    vm.ok("rm /mnt/sda2/empty_if_no_space && sync")
+    assert avail_kb() >= 500 * 1024 - 1024
+    vm.ok(f"{psql} -c \"insert into full_t select repeat('x', 1000) from generate_series(1, 20000)\"", 120)
+    vm.ok("rm -f /mnt/sda2/fill && sync")
+    vm.ok("/etc/init.d/S92manager restart")
+    vm.ok("i=0; while [ ! -e /mnt/sda2/empty_if_no_space ] && [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done")
+    assert vm.ok("stat -c %s /mnt/sda2/empty_if_no_space") == str(500 * 2**20)
+    assert vm.ok(f"{psql} -tAc 'select count(*) from full_t'") == "20001"
+
+
 def test_second_boot_goes_straight_to_normal(vm):
     vm.ok("psql -h /run/postgresql -U postgres -c 'create table kept (v int); insert into kept values (42)'")
     vm.send("reboot\n")
