@@ -216,9 +216,7 @@ class Build:
         system_xz = self.stage(f"{image}-system", sys_inputs, build_system, base=False) / "layer.xz"
 
         def build_config(work: Path) -> None:
-            system, order = self.system_tree(image)
-            config = rootfs.config_layer(self.project, image, system, self.context(boot_modules=order),
-                                         self.project.root / "rootfs-overlay")
+            system, config = self.layers(image)
             checked = elfcheck.check_tree(rootfs.union(system, config), self.board.arch)
             log.detail(f"{image}: {len(system.entries)} + {len(config.entries)} entries, "
                        f"{checked} ELF files checked")
@@ -238,24 +236,28 @@ class Build:
         return self.stage(image, {"system": self.cache.recorded(system_xz), "config": self.cache.recorded(config_xz)},
                           join, base=False) / name
 
+    def layers(self, image: str) -> tuple[Tree, Tree]:
+        """The image's package layer and its config layer (overlays, templates, users)."""
+        system, order = self.system_tree(image)
+        config = rootfs.config_layer(self.project, image, system, self.context(boot_modules=order),
+                                     self.project.root / "rootfs-overlay")
+        return system, config
+
     def ext2_ramdisk(self, system_xz: Path, config_xz: Path) -> Path:
         """ramdisk.ext2.xz: the same ramdisk as an ext2 RAM disk image, for a kernel with the
         RAM disk built in (root=/dev/ram0 mounts it; inittab runs /init as sysinit)."""
         from . import fsimage
 
         def make(work: Path) -> None:
-            system, order = self.system_tree("ramdisk")
-            config = rootfs.config_layer(self.project, "ramdisk", system, self.context(boot_modules=order),
-                                         self.project.root / "rootfs-overlay")
-            tree = rootfs.union(system, config)
+            tree = rootfs.union(*self.layers("ramdisk"))
             tree.entries.pop("/", None)
             files = work / "files"
             tree.write_dir(files)
             fsimage.make_ext("ext2", files, work / "ramdisk.ext2", label="ramdisk",
                              uuid=fsimage.uuid_from(self.board.platform, "ramdisk"), epoch=self.epoch)
             shutil.rmtree(files)
-            _xz_pipe(lambda f: shutil.copyfileobj(open(work / "ramdisk.ext2", "rb"), f, 1 << 20),
-                     work / "ramdisk.ext2.xz")
+            with open(work / "ramdisk.ext2", "rb") as image:
+                _xz_pipe(lambda f: shutil.copyfileobj(image, f, 1 << 20), work / "ramdisk.ext2.xz")
             (work / "ramdisk.ext2").unlink()
         rec = self.cache.recorded
         return self.stage("ramdisk-ext2", {"system": rec(system_xz), "config": rec(config_xz)},
