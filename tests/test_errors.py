@@ -118,5 +118,5 @@ def test_packages_index_must_match_inrelease(tmp_path, http_dir):
     (index / "Packages.xz").write_bytes(b"a different index")
     release = debian.Release(Source(url, "bookworm"), "Mon, 23 Nov 2026 11:22:37 UTC",
                              {"main/binary-amd64/Packages.xz": ("2" * 64, 17)})
-    with pytest.raises(debian.MirrorSyncError, match="does not match InRelease"):
+    with pytest.raises(debian.MirrorSyncError, match="match InRelease"):
         debian.fetch_packages_index(release, "amd64", Cache(tmp_path / "c"))
