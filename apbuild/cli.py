@@ -61,7 +61,7 @@ def cmd_build(root: Path, boards: list[str], args: argparse.Namespace, cache: Ca
 def cmd_run(root: Path, board: str, args: argparse.Namespace) -> int:
     """Boot the built image with its serial console on this terminal (like `mkosi qemu`)."""
     from .cache import default_root
-    from .qemu import choose_accel, command, gateway_loader, log_launch
+    from .qemu import RESET_MARKER, choose_accel, command, gateway_loader, log_launch
 
     project = load_project(root, board)
     out = output_dir(root, project.board.name, args.output)
@@ -89,14 +89,14 @@ def cmd_run(root: Path, board: str, args: argparse.Namespace) -> int:
         loaded = gateway_loader(b, disk, out / ".loader")
         serial_log.unlink(missing_ok=True)
         launch = command(b, disk, serial="chardev:console", forwards=forwards, accel="tcg",
-                         kernel=loaded.kernel, initrd=loaded.initrd, append=loaded.append,
+                         **loaded.qemu_args(),
                          extra=("-chardev", f"stdio,id=console,mux=on,signal=on,logfile={serial_log}",
                                 "-mon", "chardev=console"))
         log_launch(launch)
         log.info(f"loader: booting {loaded.mode} from {disk.name} (ssh: port 2222, http: port 8080; "
                  f"quit with Ctrl-A X)")
         rc = subprocess.call(launch.argv)
-        if rc != 0 or b"reboot: Restarting system" not in serial_log.read_bytes():
+        if rc != 0 or RESET_MARKER not in serial_log.read_bytes():
             return rc
 
 

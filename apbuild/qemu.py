@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from . import log
 from .run import run
@@ -75,6 +76,15 @@ class LoaderBoot:
     kernel: Path
     initrd: Path
     append: str
+
+    def qemu_args(self) -> dict[str, Any]:
+        """The keyword arguments of command() that boot it."""
+        return {"kernel": self.kernel, "initrd": self.initrd, "append": self.append}
+
+
+# What a Linux guest prints when it resets (not when it powers off): with -no-reboot, the
+# sign that the emulated gateway loader must start the next boot.
+RESET_MARKER = b"reboot: Restarting system"
 
 
 def gateway_loader(board: Board, disk: Path, workdir: Path) -> LoaderBoot:

@@ -139,7 +139,7 @@ def boot_figures(proj, image: Path, work: Path) -> list[tuple[str, str]]:
             boot = {}
             if gateway:  # each QEMU run is one boot; the loader picks the next from sda1
                 loaded = gateway_loader(proj.board, disk, work / "loader")
-                boot = {"kernel": loaded.kernel, "initrd": loaded.initrd, "append": loaded.append}
+                boot = loaded.qemu_args()
             launch = command(proj.board, disk, serial="null", forwards={80: port}, **boot)
             proc = subprocess.Popen(launch.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pexpect
 
 from apbuild.config import Board
-from apbuild.qemu import command, free_port, gateway_loader, log_launch
+from apbuild.qemu import RESET_MARKER, command, free_port, gateway_loader, log_launch
 
 MULTIPLIER = float(os.environ.get("APBUILD_TIMEOUT_MULTIPLIER", "1"))
 
@@ -88,7 +88,7 @@ class Machine:
             # The emulated gateway firmware: kernel, initrd and mode from the disk's sda1.
             loaded = gateway_loader(self.board, self.disk, self.logdir / f"{self.name}.loader")
             self.mode = loaded.mode
-            boot = {"kernel": loaded.kernel, "initrd": loaded.initrd, "append": loaded.append}
+            boot = loaded.qemu_args()
         launch = command(self.board, self.disk, serial="stdio", qmp_socket=self.qmp_path,
                          forwards=self.ports, **boot, **self.launch_args)
         log_launch(launch)
@@ -138,7 +138,7 @@ class Machine:
         """Did the guest ask for a reset since the last start (not a power-off)?"""
         with open(self.log_path, "rb") as f:
             f.seek(self._log_offset)
-            return b"reboot: Restarting system" in f.read()
+            return RESET_MARKER in f.read()
 
     def _restart_after_reboot(self) -> bool:
         """QEMU runs gateways with -no-reboot: on a guest reset it exits and the emulated
