@@ -126,6 +126,8 @@ def _disk_args(board: Board, disk: Path, cache: str, snapshot: bool) -> list[str
         return ["-device", "ahci,id=ahci0", "-drive", drive, "-device", "ide-hd,drive=disk0,bus=ahci0.0"]
     if kind == "ide":
         return ["-drive", drive, "-device", "ide-hd,drive=disk0,bus=ide.0"]
+    if kind in ("lsi53c895a", "pvscsi"):  # SCSI HBAs: QEMU's LSI (sym53c8xx), VMware's PVSCSI
+        return ["-device", f"{kind},id=scsi0", "-drive", drive, "-device", "scsi-hd,drive=disk0,bus=scsi0.0"]
     return ["-drive", drive, "-device", "virtio-blk-pci,drive=disk0"]
 
 
