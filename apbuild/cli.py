@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
@@ -22,8 +23,12 @@ USAGE = """\
 ./build.py run BOARD                boot the built image in QEMU (serial console here)
 ./build.py lock BOARD               resolve the packages again and rewrite the lockfile
 ./build.py show BOARD               print the board as loaded, with its layout and recipes
+./build.py keygen                   make the ed25519 update signing key ($APBUILD_KEY_DIR or
+                                    ~/.config/apbuild/keys); builds made later carry its public key
+./build.py sign BOARD               build, then write the signed update <platform>-<version>.update
 ./build.py test [PYTEST ARGS]       run the unit tests and the QEMU tests
-common options: --cache DIR (default ~/.cache/apbuild or $APBUILD_CACHE), -v/-vv"""
+common options: --cache DIR (default ~/.cache/apbuild or $APBUILD_CACHE), -v/-vv,
+  --image-version N (build/sign: this image version instead of the board's image_version)"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true")
     p.add_argument("--output", type=Path)
     p.add_argument("--cache", type=Path)
+    p.add_argument("--image-version")
     p.add_argument("-v", "--verbose", action="count", default=0)
     return p
 
@@ -41,13 +47,24 @@ def output_dir(root: Path, board: str, option: Path | None) -> Path:
     return option if option is not None else root / "out" / board
 
 
+def _project(root: Path, name: str, args: argparse.Namespace):
+    project = load_project(root, name)
+    if args.image_version:
+        if not args.image_version.isdigit():
+            raise ApbuildError(f"--image-version: '{args.image_version}' is not a number like the "
+                               f"manual's labels (e.g. 140002)")
+        board = dataclasses.replace(project.board, image_version=args.image_version)
+        project = dataclasses.replace(project, board=board)
+    return project
+
+
 def cmd_build(root: Path, boards: list[str], args: argparse.Namespace, cache: Cache) -> int:
     from .pipeline import build
 
     hosttools.ensure(hosttools.BUILD_TOOLS)
     for name in boards:
         start = time.monotonic()
-        project = load_project(root, name)
+        project = _project(root, name, args)
         out = output_dir(root, project.board.name, args.output)
         result = build(project, cache, out)
         took = time.monotonic() - start
@@ -149,6 +166,31 @@ def cmd_show(root: Path, board: str) -> int:
     return 0
 
 
+def cmd_keygen() -> int:
+    from . import signing
+
+    key = signing.keygen(signing.default_dir())
+    log.info(f"wrote {key.private} (private: keep it, never in a repository) and {key.public}")
+    return 0
+
+
+def cmd_sign(root: Path, name: str, args: argparse.Namespace, cache: Cache) -> int:
+    from . import lockfile, signing, update
+    from .pipeline import build, epoch_of
+
+    hosttools.ensure(hosttools.BUILD_TOOLS)
+    project = _project(root, name, args)
+    key = signing.key_in(signing.default_dir())
+    result = build(project, cache, output_dir(root, project.board.name, args.output))
+    out = output_dir(root, project.board.name, args.output) / update.file_name(
+        project.board.platform, project.board.image_version)
+    epoch = epoch_of(lockfile.read(project.board.lockfile))
+    update.make(project.board.platform, project.board.image_version, result.boot_image, key, out, epoch)
+    log.info(f"{project.board.name}: signed update {out} ({out.stat().st_size / 1e6:.1f} MB, "
+             f"key {key.fingerprint})")
+    return 0
+
+
 def cmd_test(root: Path, extra: list[str]) -> int:
     hosttools.ensure({**hosttools.BUILD_TOOLS, **hosttools.TEST_TOOLS})
     argv = [sys.executable, "-m", "pytest", "tests", "qemu-tests", *extra]
@@ -176,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.all:
             return cmd_build(root, list_boards(root), args, cache)
+        if words == ["keygen"]:
+            return cmd_keygen()
+        if len(words) == 2 and words[0] == "sign":
+            return cmd_sign(root, words[1], args, cache)
         if len(words) == 2 and words[0] in ("run", "lock", "show"):
             verb, board = words
             if verb == "run":

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import __version__, debian, debpkg, elfcheck, kernel, lockfile, log, mirror, rootfs
+from . import __version__, debian, debpkg, elfcheck, kernel, lockfile, log, mirror, rootfs, signing
 from .cache import Cache, key_of
 from .config import Project
 from .errors import ApbuildError
@@ -28,6 +28,7 @@ class BuildResult:
     outputs: dict[str, Path]      # kind -> file under the output directory
     boot_files: dict[str, Path]   # sda1 content as built (kernel, ramdisk, rootfs, label ...)
     did_work: bool
+    boot_image: Path | None = None  # the sda1 filesystem image: the payload of a signed update
 
 
 def code_digest() -> str:
@@ -109,7 +110,10 @@ class Build:
         self.did_work = False
         self.lock = ensure_lock(project, cache)
         self.epoch = epoch_of(self.lock)
+        # The image carries the public half: it accepts only updates signed with this key.
+        self.update_key = signing.ensure_key(signing.default_dir())
         self.base_inputs = {
+            "update_key": hashlib.sha256(self.update_key.public_pem).hexdigest(),
             "code": code_digest(),
             "definitions": definition_digest(project),
             "lock": self.lock.digest,
@@ -159,6 +163,9 @@ class Build:
             "kernel_version": kernel_version(self.lock),
             "platform": self.board.platform,
             "salt": self.board.platform,
+            "update_public_key": self.update_key.public_pem.decode().strip(),
+            # Where the manager stages a checked update for the rescue system.
+            "staged": f"{parts['data'].mount}/update/staged.update",
             **extra,
         }
 
@@ -365,9 +372,11 @@ def _disk_stage(build: Build, boot_dir: Path) -> Path:
     def make(work: Path) -> None:
         first = build.placements[0]
         size = boot_img.stat().st_size
-        if first.reserved_sectors is not None and size > first.reserved_sectors * 512:
-            raise ApbuildError(f"sda1 content is {size} bytes, more than the {first.reserved_sectors * 512} "
-                               f"bytes the layout reserves ({build.project.layout.path})")
+        # An update writes the new sda1 beside the old one: each may use half the reserve.
+        if first.reserved_sectors is not None and size > first.reserved_sectors * 512 // 2:
+            raise ApbuildError(f"sda1 content is {size} bytes, more than half of the {first.reserved_sectors * 512} "
+                               f"bytes the layout reserves ({build.project.layout.path}), which an "
+                               f"update needs to write the new sda1 beside the old one")
         raw = work / "disk.img"
         # An installation image ends with sda1; a VM disk has its full virtual size.
         whole = first.start + size if build.board.outputs.raw_size == "content" else parse_size(build.board.disk_size)
@@ -537,4 +546,5 @@ def build(project: Project, cache: Cache, output: Path) -> BuildResult:
         published[kind] = dest
     ctx = b.context()["boot_files"]
     boot_files = {k: boot_dir / v for k, v in ctx.items() if (boot_dir / v).exists()}
-    return BuildResult(project.board.name, published, boot_files, b.did_work or changed)
+    return BuildResult(project.board.name, published, boot_files, b.did_work or changed,
+                       boot_image=boot_dir / "boot.img")

@@ -1,0 +1,97 @@
+"""The update signing key: ed25519, made by `./build.py keygen`, kept outside the work tree.
+
+The image carries only the public key (/etc/apbuild/update-signing.pub); the device checks an
+uploaded update's manifest with `openssl pkeyutl -verify -rawin`, so the host signs with
+the same tool and format (a raw 64-byte ed25519 signature).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from . import log
+from .errors import ApbuildError
+from .run import run
+
+KEY_NAME = "update-signing"
+
+
+@dataclasses.dataclass(frozen=True)
+class SigningKey:
+    private: Path
+    public: Path
+
+    @property
+    def public_pem(self) -> bytes:
+        return self.public.read_bytes()
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.public_pem).hexdigest()[:16]
+
+
+def default_dir() -> Path:
+    """$APBUILD_KEY_DIR, else ~/.config/apbuild/keys: never the work tree or the cache,
+    so neither `git add` nor a cache copy can take the private key along."""
+    if env := os.environ.get("APBUILD_KEY_DIR"):
+        return Path(env)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "apbuild" / "keys"
+
+
+def key_in(directory: Path) -> SigningKey:
+    return SigningKey(directory / f"{KEY_NAME}.key", directory / f"{KEY_NAME}.pub")
+
+
+def keygen(directory: Path) -> SigningKey:
+    """Make a new key pair; an existing private key is never overwritten (images in the
+    field accept only updates signed by it)."""
+    key = key_in(directory)
+    if key.private.exists():
+        raise ApbuildError(f"{key.private} exists: images built with it accept only updates it "
+                           f"signs; move it away first to make a new key")
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(prefix=".key-", dir=directory)
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o600)
+        run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", tmp])
+        run(["openssl", "pkey", "-in", tmp, "-pubout", "-out", f"{tmp}.pub"])
+        os.replace(f"{tmp}.pub", key.public)
+        os.replace(tmp, key.private)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+        Path(f"{tmp}.pub").unlink(missing_ok=True)
+    return key
+
+
+def ensure_key(directory: Path) -> SigningKey:
+    """The key the images are built for: made on first use, like the kernel's module key."""
+    key = key_in(directory)
+    if key.public.exists():
+        return key
+    if key.private.exists():
+        run(["openssl", "pkey", "-in", key.private, "-pubout", "-out", key.public])
+        return key
+    keygen(directory)
+    log.info(f"made the update signing key {key.private} (keep it safe: the images built now "
+             f"accept only updates signed with it)")
+    return key
+
+
+def sign(key: SigningKey, data: bytes, work: Path) -> bytes:
+    if not key.private.exists():
+        raise ApbuildError(f"no private key {key.private}: make one with './build.py keygen' "
+                           f"or set APBUILD_KEY_DIR")
+    msg, sig = work / ".sign-msg", work / ".sign-sig"
+    msg.write_bytes(data)
+    try:
+        run(["openssl", "pkeyutl", "-sign", "-inkey", key.private, "-rawin", "-in", msg, "-out", sig])
+        return sig.read_bytes()
+    finally:
+        msg.unlink(missing_ok=True)
+        sig.unlink(missing_ok=True)
