@@ -145,7 +145,7 @@ def boot_figures(proj, image: Path, work: Path) -> list[tuple[str, str]]:
             try:
                 while time.monotonic() - start < 600 and proc.poll() is None:
                     try:
-                        urllib.request.urlopen(f"http://127.0.0.1:{port}/manager/", timeout=2)
+                        urllib.request.urlopen(f"http://127.0.0.1:{port}/manager/ramdisk.log", timeout=2)
                         answered = time.monotonic() - start
                         break
                     except OSError:

@@ -7,10 +7,12 @@ Every timeout is multiplied by APBUILD_TIMEOUT_MULTIPLIER for slow machines.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import socket
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -66,7 +68,7 @@ class Machine:
     """One QEMU guest. Use as a context manager: QEMU is always killed at exit."""
 
     def __init__(self, board: Board, disk: Path, logdir: Path, name: str = "vm",
-                 guest_ports: tuple[int, ...] = (22, 80, 5432), **launch_args) -> None:
+                 guest_ports: tuple[int, ...] = (22, 80, 443, 5432), **launch_args) -> None:
         self.board = board
         self.disk = disk
         self.logdir = logdir
@@ -208,20 +210,28 @@ class Machine:
         return self._qmp.cmd(cmd, **args)
 
     # -- host side -----------------------------------------------------------------------
-    def http_get(self, path: str, timeout: float = 10) -> tuple[int, str]:
-        url = f"http://127.0.0.1:{self.ports[80]}{path}"
+    def http_get(self, path: str, timeout: float = 10, auth: tuple[str, str] | None = None,
+                 tls: ssl.SSLContext | None = None) -> tuple[int, str]:
+        """GET from the forwarded port 80, or 443 when a TLS context is given; auth is
+        (user, password) for HTTP basic authentication."""
+        url = (f"https://127.0.0.1:{self.ports[443]}" if tls else f"http://127.0.0.1:{self.ports[80]}") + path
+        request = urllib.request.Request(url)
+        if auth is not None:
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as r:
+            with urllib.request.urlopen(request, timeout=timeout, context=tls) as r:
                 return r.status, r.read().decode(errors="replace")
         except urllib.error.HTTPError as e:
             return e.code, ""
 
-    def wait_http(self, path: str = "/manager/", timeout: float = 120) -> float:
+    def wait_http(self, path: str = "/manager/ramdisk.log", timeout: float = 120,
+                  auth: tuple[str, str] | None = None) -> float:
         """Seconds since QEMU started when the guest first answered on port 80."""
         deadline = time.monotonic() + scaled(timeout)
         while time.monotonic() < deadline:
             try:
-                status, _ = self.http_get(path, timeout=3)
+                status, _ = self.http_get(path, timeout=3, auth=auth)
                 if status == 200:
                     return time.monotonic() - self.started_at
             except (OSError, urllib.error.URLError):

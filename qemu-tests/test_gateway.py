@@ -10,6 +10,8 @@ import pytest
 from conftest import installation_disk
 from harness import Machine
 
+ADMIN = ("admin", "ipapps")  # the manager asks for the admin account's password
+
 pytestmark = pytest.mark.gateway
 
 BOARDS = ["ipx10", "ipx11", "ipx13"]
@@ -64,8 +66,8 @@ def test_userspace_is_the_boards_arch(gateway):
 
 def test_postgresql_and_manager(gateway):
     assert gateway.ok("psql -h /run/postgresql -U postgres -tAc 'select 1'") == "1"
-    gateway.wait_http("/manager/", 120)
-    status, page = gateway.http_get("/manager/")
+    gateway.wait_http("/manager/", 120, auth=ADMIN)
+    status, page = gateway.http_get("/manager/", auth=ADMIN)
     assert status == 200 and f">{gateway.project.board.image_version}<" in page
     status, log = gateway.http_get("/manager/ramdisk.log")
     assert status == 200 and log.rstrip().splitlines()[-1] == "finished"

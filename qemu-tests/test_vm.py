@@ -12,6 +12,7 @@ from harness import Machine
 pytestmark = pytest.mark.vm
 
 NORMAL_ENTRY = "Booting `App Platform {label}'"
+ADMIN = ("admin", "ipapps")  # the manager asks for the admin account's password
 SSL_REQUEST = b"\x00\x00\x00\x08\x04\xd2\x16\x2f"  # PostgreSQL answers 'S' or 'N'
 
 
@@ -78,7 +79,8 @@ def test_postgresql_refuses_connections_from_outside(vm):
 
 
 def test_manager_answers_from_the_host(vm):
-    status, page = vm.http_get("/manager/")
+    vm.wait_http("/manager/", 120, auth=ADMIN)   # the manager may still be starting
+    status, page = vm.http_get("/manager/", auth=ADMIN)
     assert status == 200 and f">{vm.label}<" in page and "sda2" in page
     status, log = vm.http_get("/manager/ramdisk.log")
     assert status == 200 and log.rstrip().splitlines()[-1] == "finished"
@@ -119,7 +121,7 @@ def test_full_data_disk_fails_cleanly_and_the_reserve_frees_it(vm):
     out, rc = vm.run(f"{psql} -c \"insert into full_t select repeat('x', 1000) from generate_series(1, 2000)\" 2>&1")
     assert rc != 0 and ("could not extend file" in out or "No space left on device" in out), out
     assert vm.ok(f"{psql} -tAc 'select count(*) from full_t'") == "1"
-    status, _ = vm.http_get("/manager/")
+    status, _ = vm.http_get("/manager/", auth=ADMIN)
     assert status == 200                                   # the manager still serves
     vm.ok("rm /mnt/sda2/empty_if_no_space && sync")
     assert avail_kb() >= 500 * 1024 - 1024
