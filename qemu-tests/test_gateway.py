@@ -77,3 +77,21 @@ def test_ssh_admin_yes_root_no(gateway):
     assert gateway.ssh_user("admin", "ipapps") == "admin"
     with pytest.raises(paramiko.AuthenticationException):
         gateway.ssh_user("root", "iplinux")
+
+
+def test_rescue_mode_checks_filesystems_and_returns_to_normal(gateway):
+    """The manual's gateway rescue: the loader boots root=/dev/ram0 when told so; there the
+    data and rootfs filesystems check clean, and writing 'normal' brings the system back."""
+    gateway.ok("echo rescue > /mnt/sda1/bootmode && sync")
+    gateway.send("reboot\n")
+    gateway.login("root", "iplinux", 300)
+    assert gateway.mode == "rescue"
+    assert "root=/dev/ram0" in gateway.ok("cat /proc/cmdline")
+    assert gateway.run("grep -q ' /mnt/sda2 ' /proc/mounts")[1] == 1   # free to be checked
+    gateway.ok("e2fsck -p -f /dev/sda2")
+    gateway.ok("e2fsck -p -f /dev/sda3")
+    gateway.ok("echo normal > /mnt/sda1/bootmode && sync")
+    gateway.send("reboot -f\n")
+    gateway.login("root", "iplinux", 300)
+    assert gateway.mode == "normal"
+    assert "root=/dev/sda3" in gateway.ok("cat /proc/cmdline")

@@ -150,6 +150,7 @@ COMMIT_CUTS = [5, 17, 29]   # after this many commits the host saw returned
 def cut(m: Machine) -> None:
     m.qmp("quit")
     m.wait_exit(60)
+    m.kill()          # drops the QMP connection to the QEMU that is gone
     m.start()
 
 
