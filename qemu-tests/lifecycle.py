@@ -1,0 +1,159 @@
+"""Driving an App Platform through its life in QEMU: signed updates made from a second build,
+the manager's upload, and power cuts at named points. Used by qemu-tests/test_update.py
+(a small fixed set of cuts) and bench/powercut.py (a larger one)."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import http.client
+import re
+import time
+from pathlib import Path
+
+from harness import Machine, scaled
+
+from apbuild import signing, update
+from apbuild.cache import Cache, default_root
+from apbuild.config import find_root, load_project
+from apbuild.lockfile import read as read_lock
+from apbuild.pipeline import build, epoch_of
+
+ADMIN = ("admin", "ipapps")
+ROOT = find_root()
+
+
+@dataclasses.dataclass(frozen=True)
+class Updates:
+    old: str                 # the installed image's version
+    new: str                 # the update's version
+    good: Path               # signed with the key the image was built for
+    other_key: Path          # signed with a key the image does not know
+    tampered: Path           # good, with one byte of boot.img changed
+
+
+def make_updates(name: str, tmp: Path, base_version: str | None = None) -> Updates:
+    """Build the board again as the next image version (after the board's, or base_version)
+    and sign it three ways."""
+    project = load_project(ROOT, name)
+    old = base_version or project.board.image_version
+    new = str(int(old) + 1)
+    board = dataclasses.replace(project.board, image_version=new)
+    result = build(dataclasses.replace(project, board=board), Cache(default_root()), tmp / "out")
+    epoch = epoch_of(read_lock(project.board.lockfile))
+    platform = project.board.platform
+    good = update.make(platform, new, result.boot_image, signing.key_in(signing.default_dir()),
+                       tmp / "good.update", epoch)
+    stranger = signing.keygen(tmp / "other-key")
+    other = update.make(platform, new, result.boot_image, stranger, tmp / "other.update", epoch)
+    tampered = tmp / "tampered.update"
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2] ^= 0x01          # inside boot.img, the last and largest member
+    tampered.write_bytes(data)
+    return Updates(old, new, good, other, tampered)
+
+
+def upload(m: Machine, path: Path, auth=ADMIN, timeout: float = 300) -> tuple[int, str]:
+    """POST the file to the manager's update CGI, as the Update button would."""
+    conn = http.client.HTTPConnection("127.0.0.1", m.ports[80], timeout=scaled(timeout))
+    token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    with open(path, "rb") as body:
+        conn.request("POST", "/cgi-bin/update", body=body, headers={
+            "Authorization": f"Basic {token}", "Content-Type": "application/octet-stream",
+            "Content-Length": str(path.stat().st_size)})
+        reply = conn.getresponse()
+        text = reply.read().decode(errors="replace")
+    conn.close()
+    return reply.status, text
+
+
+def boot_state(m: Machine) -> str:
+    """What an update must not change when it is refused: label, boot choice, sda1's place."""
+    mode = ("grep '^set default' /boot/grub/grub.cfg" if m.board.bootloader == "grub-bios"
+            else "cat /mnt/sda1/bootmode")
+    return m.ok(f"cat /mnt/sda1/label; {mode}; sfdisk -d /dev/sda | grep '^/dev/sda1'; "
+                f"ls /mnt/sda2/update 2>/dev/null | wc -l")
+
+
+def first_install(m: Machine, label: str) -> None:
+    m.expect("running install_step1.sh install", 180)
+    m.expect(re.compile(rb"^finished", re.M), 300)
+    if m.board.bootloader == "grub-bios":
+        m.expect(f"Booting `App Platform {label}'", 180)
+    m.login("root", "iplinux", 300)
+
+
+def applied(m: Machine, new: str) -> None:
+    """The rescue system (old image) writes the new sda1, the new one installs, then normal."""
+    m.expect("running install_step1.sh update", 240)
+    m.expect("running install_step1.sh install", 300)
+    m.expect(re.compile(rb"^finished", re.M), 300)
+    if m.board.bootloader == "grub-bios":
+        m.expect(f"Booting `App Platform {new}'", 180)
+    m.login("root", "iplinux", 300)
+
+
+
+
+def cut(m: Machine) -> None:
+    m.qmp("quit")
+    m.wait_exit(60)
+    m.kill()          # drops the QMP connection to the QEMU that is gone
+    m.start()
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateCut:
+    phase: str      # what the device is doing
+    line: str       # the console line that starts it
+    delay: float    # seconds after the line before the power goes (spreads cuts in a phase)
+
+
+@dataclasses.dataclass
+class Tally:
+    cuts: int = 0
+    recovered: int = 0
+    rows_lost: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.cuts} cuts, {self.recovered} recovered, {self.rows_lost} rows lost"
+
+
+def cut_during_update(m: Machine, updates: Updates, cuts: list[UpdateCut], tally: Tally) -> None:
+    """Upload the good update and cut the power at each point in turn; every next boot must
+    go on by itself (the old rescue system redoes the update, or the new one its install)."""
+    status, text = upload(m, updates.good)
+    assert status == 200, text
+    m.expect("running install_step1.sh update", 240)
+    for point in cuts:
+        m.expect(point.line, 300)
+        time.sleep(point.delay)
+        cut(m)
+        tally.cuts += 1
+        m.expect(re.compile(rb"running install_step1.sh (update|install)"), 240)
+        tally.recovered += 1
+    m.expect(re.compile(rb"^finished", re.M), 300)
+    m.expect(f"Booting `App Platform {updates.new}'", 180)
+    m.login("root", "iplinux", 300)
+    assert m.ok("cat /mnt/sda1/label") == updates.new
+
+
+def cut_during_commits(m: Machine, label: str, after: list[int], tally: Tally) -> None:
+    """Insert rows one commit at a time; cut the power once the host has seen `n` commits
+    return; after the reboot every row whose commit returned must be there."""
+    psql = "psql -h /run/postgresql -U postgres"
+    m.ok(f"{psql} -c 'create table if not exists c (n int primary key)'")
+    for n in after:
+        start = int(m.ok(f"{psql} -tAc 'select coalesce(max(n), 0) from c'"))
+        m.send(f"i={start}; while i=$((i + 1)); do {psql} -qc \"insert into c values ($i)\" "
+               f"&& echo \"committed $i\"; done\n")
+        seen = start
+        while seen < start + n:
+            seen = int(m.expect(re.compile(rb"committed (\d+)"), 120).group(1))
+        cut(m)
+        tally.cuts += 1
+        m.expect(f"Booting `App Platform {label}'", 180)
+        m.login("root", "iplinux", 300)
+        present = int(m.ok(f"{psql} -tAc 'select count(*) from c where n <= {seen}'"))
+        tally.rows_lost += seen - present
+        tally.recovered += 1
