@@ -68,11 +68,11 @@ def test_unknown_recipe_lists_the_known_ones(tmp_path):
     for sub in ("boards", "partitions", "recipes"):
         (root / sub).mkdir(parents=True)
     (root / "boards" / "x86_64-vm.toml").write_text(
-        BOARD.read_text().replace('"manager"]', '"manger"]'))
+        BOARD.read_text().replace('"manager"', '"manger"', 1))
     (root / "partitions" / "vm.toml").write_text((ROOT / "partitions" / "vm.toml").read_text())
-    for r in ("base", "ssh", "postgresql", "manager"):
+    for r in ("base", "ssh", "postgresql", "manager", "guest-tools"):
         (root / "recipes" / f"{r}.toml").write_text((ROOT / "recipes" / f"{r}.toml").read_text())
-    with pytest.raises(ConfigError, match=r"recipes\[3\]: no recipe 'manger'; recipes: base, manager"):
+    with pytest.raises(ConfigError, match=r"recipes\[3\]: no recipe 'manger'; recipes: base, guest-tools, manager"):
         load_project(root, "x86_64-vm")
 
 
