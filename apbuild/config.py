@@ -184,7 +184,8 @@ class Qemu:
     machine: str = setting("-M value")
     cpu: str = setting("-cpu value", default="")
     disk: str = setting("how the disk is attached",
-                        default="virtio-scsi", check=one_of("virtio-scsi", "ide", "ahci", "virtio-blk"))
+                        default="virtio-scsi", check=one_of("virtio-scsi", "ide", "ahci", "virtio-blk",
+                                                            "lsi53c895a", "pvscsi"))
     nic: str = setting("network card model", default="virtio-net-pci")
     console: str = setting("guest serial console device", default="ttyS0")
     extra: tuple[str, ...] = setting("extra QEMU arguments", default=())
