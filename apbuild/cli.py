@@ -86,13 +86,13 @@ def cmd_run(root: Path, board: str, args: argparse.Namespace) -> int:
     image = out / (b.outputs.qcow2 or b.outputs.raw)
     if not image.exists():
         raise ApbuildError(f"{image} does not exist: build it first with './build.py {board}'")
-    forwards = {22: 2222, 80: 8080}
+    forwards = {22: 2222, 80: 8080, 443: 8443}
     if b.bootloader != "gateway":
         kernel = next(iter(sorted(default_root().glob("stages/kernel/*/vmlinuz"))), None)
         launch = command(b, image, serial="mon:stdio", forwards=forwards,
                          accel=choose_accel(b, kernel, default_root()))
         log_launch(launch)
-        log.info(f"booting {image} (ssh: port 2222, http: port 8080; quit with Ctrl-A X)")
+        log.info(f"booting {image} (ssh: port 2222, http: 8080, https: 8443; quit with Ctrl-A X)")
         return subprocess.call(launch.argv)
     # A gateway: the installation image written onto a disk of the board's size, booted by
     # the emulated loader, which starts the next boot whenever the guest reboots.
@@ -193,7 +193,9 @@ def cmd_sign(root: Path, name: str, args: argparse.Namespace, cache: Cache) -> i
 
 def cmd_test(root: Path, extra: list[str]) -> int:
     hosttools.ensure({**hosttools.BUILD_TOOLS, **hosttools.TEST_TOOLS})
-    argv = [sys.executable, "-m", "pytest", "tests", "qemu-tests", *extra]
+    # Paths among the arguments choose what runs; otherwise everything does.
+    named = any(Path(a.split("::")[0]).exists() for a in extra if not a.startswith("-"))
+    argv = [sys.executable, "-m", "pytest", *([] if named else ["tests", "qemu-tests"]), *extra]
     log.info("+ " + " ".join(argv[2:]))
     return subprocess.call(argv, cwd=root)
 
