@@ -3,8 +3,8 @@
 of an update and over PostgreSQL commits. Prints "N cuts, N recovered, M rows lost" and the
 time each cycle took; asserts nothing (qemu-tests/test_update.py is the test).
 
-usage: bench/powercut.py [--rounds N]   (N updates, default 2; each round: 9 update cuts
-                                         spread over three phases, then 6 commit cuts)
+usage: bench/powercut.py [--rounds N]   (N updates, default 2; each round: a cut during the upload,
+                                         9 spread over three phases, then 6 commit cuts)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "qemu-tests")]
 
 from harness import Machine  # noqa: E402
 from lifecycle import (Tally, UpdateCut, cut_during_commits, cut_during_update,  # noqa: E402
-                       first_install, make_updates)
+                       cut_during_upload, first_install, make_updates)
 
 from apbuild.cache import Cache, default_root  # noqa: E402
 from apbuild.config import load_project  # noqa: E402
@@ -52,6 +52,7 @@ def main() -> int:
                 # Each round updates to the next version: its own build, signed.
                 start = time.monotonic()
                 updates = make_updates_from(label, work / f"round{r}")
+                cut_during_upload(m, updates, tally)
                 cut_during_update(m, updates, cuts, tally)
                 label = updates.new
                 print(f"round {r + 1}: update with {len(cuts)} cuts: {time.monotonic() - start:.0f} s")

@@ -8,6 +8,7 @@ import base64
 import dataclasses
 import http.client
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -117,6 +118,32 @@ class Tally:
 
     def __str__(self) -> str:
         return f"{self.cuts} cuts, {self.recovered} recovered, {self.rows_lost} rows lost"
+
+
+def cut_during_upload(m: Machine, updates: Updates, tally: Tally) -> None:
+    """The power goes while the update is being uploaded: the old image boots and runs on,
+    and the half-received file is cleaned away."""
+    sender = threading.Thread(target=lambda: _try(upload, m, updates.good), daemon=True)
+    sender.start()
+    deadline = time.monotonic() + scaled(120)
+    while m.run("test -s /mnt/sda2/update/upload.part")[1] != 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    cut(m)
+    tally.cuts += 1
+    sender.join(scaled(30))
+    m.expect(f"Booting `App Platform {updates.old}'", 180)
+    m.login("root", "iplinux", 300)
+    m.wait_http("/manager/ramdisk.log", 120)
+    assert m.ok("cat /mnt/sda1/label") == updates.old
+    assert m.ok("ls /mnt/sda2/update | wc -l") == "0"
+    tally.recovered += 1
+
+
+def _try(func, *args) -> None:
+    try:
+        func(*args)
+    except OSError:
+        pass   # the connection dies with the power
 
 
 def cut_during_update(m: Machine, updates: Updates, cuts: list[UpdateCut], tally: Tally) -> None:

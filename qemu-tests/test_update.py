@@ -8,7 +8,7 @@ import pytest
 from conftest import fresh_disk, installation_disk
 from harness import Machine
 from lifecycle import (Tally, UpdateCut, applied, boot_state, cut_during_commits, cut_during_update,
-                       first_install, make_updates, upload)
+                       cut_during_upload, first_install, make_updates, upload)
 
 pytestmark = pytest.mark.update
 
@@ -55,7 +55,8 @@ def test_signed_update_applies_and_keeps_data_others_refused(name, build_board, 
         assert status == 401
 
 
-# CI's fixed set: one cut in each phase of an update, then three during commits.
+# CI's fixed set: one cut during the upload, one in each phase of applying the update,
+# then three while PostgreSQL commits.
 # bench/powercut.py runs a larger, spread set with the same code.
 UPDATE_CUTS = [
     UpdateCut("rescue system, old image: writing the new sda1", "writing the new /dev/sda1", 0),
@@ -74,8 +75,9 @@ def test_power_cuts_during_update_and_commits(vm_build, tmp_path, logdir, accel)
         first_install(m, updates.old)
         m.ok("psql -h /run/postgresql -U postgres -c 'create table kept (n int)' "
              "-c 'insert into kept select generate_series(1, 100)'")
+        cut_during_upload(m, updates, tally)
         cut_during_update(m, updates, UPDATE_CUTS, tally)
         assert m.ok("psql -h /run/postgresql -U postgres -tAc 'select count(*) from kept'") == "100"
         cut_during_commits(m, updates.new, COMMIT_CUTS, tally)
     print(f"\n{tally}")
-    assert (tally.cuts, tally.recovered, tally.rows_lost) == (6, 6, 0), str(tally)
+    assert (tally.cuts, tally.recovered, tally.rows_lost) == (7, 7, 0), str(tally)
