@@ -1,17 +1,11 @@
-"""The OVA: the OVF descriptor against the DMTF rules, the VMDK byte for byte, the tar layout.
+"""The OVA: the OVF descriptor against the DMTF schema, the VMDK byte for byte, the tar layout.
 
-The DMTF schema (DSP8023 ovf-envelope + the CIM RASD/VSSD schemas it imports) is used when
-it is on this machine: APBUILD_OVF_SCHEMAS names a directory holding dsp8023_1.1.0.xsd,
-CIM_ResourceAllocationSettingData.xsd, CIM_VirtualSystemSettingData.xsd, common.xsd and the
-W3C xml.xsd (imports are resolved by file name there; no network). No package a build may
-install ships the DMTF files: not PyPI (cot 2.2.1, the Common OVF Tool, has no .xsd), not
-Debian bookworm (no package's name or description mentions OVF schemas;
-golang-github-vmware-vmw-ovflib-dev holds only Go code), not npm (xo-vmdk-to-vhd 0.1.8 has
-none). The oVirt project's ovirt-hosted-engine-setup source has all four in
-src/ovirt_hosted_engine_setup/ovf/, and Debian's open-vm-tools has xml.xsd in
-/etc/vmware-tools/vgauth/schemas/: with those the descriptor validates. Without them that
-one test skips and says so; the structural test below checks what the schema checks, for
-the elements we write.
+The DMTF schema (DSP8023 1.1.0 ovf-envelope, the CIM RASD/VSSD schemas and DSP8004 common it
+imports, and the W3C xml.xsd) is kept in tests/data/dmtf-ovf/ (DMTF allows reproduction with
+attribution: see its README): no package a build may install ships it — not PyPI (cot 2.2.1,
+the Common OVF Tool, has no .xsd), not Debian bookworm (Contents-amd64/-all of main list no
+dsp8023 or OVF envelope schema), not npm. Imports are resolved by file name there; no
+network. APBUILD_OVF_SCHEMAS may name another directory holding the same files.
 """
 
 from __future__ import annotations
@@ -152,10 +146,11 @@ def test_ovf_structure_follows_dsp8023(built_ova):
     assert len(ids) == len(set(ids))
 
 
+DMTF_SCHEMAS = Path(__file__).parent / "data" / "dmtf-ovf"
+
+
 def _dmtf_schema() -> Path | None:
-    directory = os.environ.get("APBUILD_OVF_SCHEMAS")
-    if not directory:
-        return None
+    directory = os.environ.get("APBUILD_OVF_SCHEMAS") or DMTF_SCHEMAS
     found = sorted(Path(directory).rglob("dsp8023_1.*.xsd"))
     return found[-1] if found else None
 
