@@ -33,6 +33,15 @@ class Placement:
     def start(self) -> int:
         return self.start_sector * SECTOR
 
+    @property
+    def update_slot_sectors(self) -> int | None:
+        """Half the reserve, in whole MiB: an update writes the new partition into the half
+        the current one does not use (the installer and update-image use this too)."""
+        if self.reserved_sectors is None:
+            return None
+        mib = 1024 * 1024 // SECTOR
+        return self.reserved_sectors // 2 // mib * mib
+
 
 def place(layout: Layout) -> list[Placement]:
     """Placements in physical order; every partition starts on the layout's alignment."""

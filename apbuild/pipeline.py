@@ -373,7 +373,7 @@ def _disk_stage(build: Build, boot_dir: Path) -> Path:
         first = build.placements[0]
         size = boot_img.stat().st_size
         # An update writes the new sda1 beside the old one: each may use half the reserve.
-        if first.reserved_sectors is not None and size > first.reserved_sectors * 512 // 2:
+        if first.update_slot_sectors is not None and size > first.update_slot_sectors * 512:
             raise ApbuildError(f"sda1 content is {size} bytes, more than half of the {first.reserved_sectors * 512} "
                                f"bytes the layout reserves ({build.project.layout.path}), which an "
                                f"update needs to write the new sda1 beside the old one")

@@ -78,3 +78,13 @@ def test_the_build_key_is_made_once_and_then_reused(tmp_path, monkeypatch):
     first = signing.ensure_key(signing.default_dir())
     again = signing.ensure_key(signing.default_dir())
     assert first.public_pem == again.public_pem and first.private.exists()
+
+
+@pytest.mark.parametrize("layout,slot_mib", [("vm", 175), ("gateway", 100)])
+def test_an_update_slot_is_half_the_boot_reserve_in_whole_mib(layout, slot_mib):
+    from apbuild.config import find_root, load_layout
+    from apbuild.layout import place
+
+    boot = place(load_layout(find_root() / "partitions" / f"{layout}.toml"))[0]
+    assert boot.update_slot_sectors == slot_mib * 2048
+    assert boot.update_slot_sectors * 2 <= boot.reserved_sectors
