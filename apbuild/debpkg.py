@@ -9,7 +9,6 @@ from bookworm on, so two packages never disagree about where a file lives.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import tarfile
 from pathlib import Path

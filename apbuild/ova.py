@@ -123,7 +123,6 @@ def populated_size(raw: Path) -> int:
     """Bytes in 64 KiB grains of the raw disk that are not all zero: what the VMDK holds.
     Holes are skipped with SEEK_DATA, so a sparse 16 GiB disk reads only its data."""
     size = raw.stat().st_size
-    zero = bytes(GRAIN)
     total = 0
     with open(raw, "rb") as f:
         fd = f.fileno()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import lzma
 import subprocess
-from pathlib import Path
 
 from apbuild import debian, lockfile, mirror
 from apbuild.cache import Cache, default_root
