@@ -84,14 +84,14 @@ def first_install(m: Machine, label: str) -> None:
     m.login("root", "iplinux", 300)
 
 
-def applied(m: Machine, new: str) -> None:
+def applied(m: Machine, new: str, root_password: str = "iplinux") -> None:
     """The rescue system (old image) writes the new sda1, the new one installs, then normal."""
     m.expect("running install_step1.sh update", 240)
     m.expect("running install_step1.sh install", 300)
     m.expect(re.compile(rb"^finished", re.M), 300)
     if m.board.bootloader == "grub-bios":
         m.expect(f"Booting `App Platform {new}'", 180)
-    m.login("root", "iplinux", 300)
+    m.login("root", root_password, 300)
 
 
 

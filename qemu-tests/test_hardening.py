@@ -67,24 +67,28 @@ def device_tls(m: Machine) -> tuple[ssl.SSLContext, str]:
     return context, pem
 
 
-def listening(m: Machine) -> set[tuple[str, int]]:
-    """(address, port) of every listening TCP socket, read from /proc/net/tcp{,6}."""
-    sockets = set()
-    for proto in ("tcp", "tcp6"):
+def sockets(m: Machine, family: str, state: str | None) -> set[tuple[str, int]]:
+    """(address, port) of the sockets in /proc/net/<family>{,6}, in the given state (None: all)."""
+    found = set()
+    for proto in (family, family + "6"):
         for line in m.ok(f"cat /proc/net/{proto}").splitlines()[1:]:
             fields = line.split()
-            if fields[3] != "0A":   # TCP_LISTEN
+            if state is not None and fields[3] != state:
                 continue
             addr_hex, port_hex = fields[1].split(":")
             raw = bytes.fromhex(addr_hex)
             # The kernel prints each 32-bit word in host (little-endian) order.
             words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-            if proto == "tcp":
+            if proto == family:
                 address = ".".join(str(b) for b in words)
             else:
                 address = str(ipaddress.IPv6Address(words))
-            sockets.add((address, int(port_hex, 16)))
-    return sockets
+            found.add((address, int(port_hex, 16)))
+    return found
+
+
+def listening(m: Machine) -> set[tuple[str, int]]:
+    return sockets(m, "tcp", "0A")   # TCP_LISTEN
 
 
 @pytest.fixture(scope="module")
@@ -127,12 +131,18 @@ def test_https_on_443_with_a_certificate_made_on_the_device(vm):
 
 
 def test_listening_ports_are_22_80_443_and_postgresql_on_loopback(vm):
-    sockets = listening(vm)
-    assert {port for _, port in sockets} == {22, 80, 443, 5432}, sockets
-    assert {addr for addr, port in sockets if port == 5432} <= LOOPBACK, sockets
-    assert {addr for addr, port in sockets if port == 5432}, sockets
+    tcp = listening(vm)
+    assert {port for _, port in tcp} == {22, 80, 443, 5432}, tcp
+    assert {addr for addr, port in tcp if port == 5432} <= LOOPBACK, tcp
+    assert {addr for addr, port in tcp if port == 5432}, tcp
     for port in (22, 80, 443):   # reachable from the network
-        assert {addr for addr, p in sockets if p == port} - LOOPBACK, (port, sockets)
+        assert {addr for addr, p in tcp if p == port} - LOOPBACK, (port, tcp)
+
+
+def test_no_udp_port_open_to_the_network(vm):
+    # A bound UDP socket answers whoever sends to it: none may be bound beyond loopback.
+    bound = sockets(vm, "udp", None)
+    assert {(a, p) for a, p in bound if a not in LOOPBACK and p != 0} == set(), bound
 
 
 def test_root_cannot_log_in_over_ssh(vm):
@@ -156,6 +166,19 @@ def test_no_world_writable_files_outside_tmp(vm):
     assert found.splitlines() == ["/mnt/sda2/probe"], found
     assert vm.ok("readlink /var/tmp") == "/tmp"
     assert vm.ok("stat -c %a /tmp") == "1777"
+
+
+def test_passwd_sets_a_password_that_ssh_and_the_manager_take(vm):
+    # Last of the tests on this VM: admin's password changes here.
+    assert vm.run("printf 'a\\nb\\n' | passwd admin")[1] != 0      # retyped differently
+    vm.ok("printf 'Second-Password\\nSecond-Password\\n' | passwd admin")
+    assert vm.ssh_user("admin", "Second-Password") == "admin"
+    with pytest.raises(paramiko.AuthenticationException):
+        vm.ssh_user("admin", "ipapps")
+    assert vm.http_get("/manager/", auth=("admin", "Second-Password"))[0] == 200
+    assert vm.http_get("/manager/", auth=ADMIN)[0] == 401
+    # busybox passwd hashes with SHA-256 crypt unless told -a sha512: either, never DES or MD5.
+    assert vm.ok("awk -F: '$1 == \"admin\" { print $2 }' /etc/shadow")[:3] in ("$5$", "$6$")
 
 
 def test_provisioned_passwords_replace_the_defaults(vm, vm_build, tmp_path, logdir, accel):

@@ -16,6 +16,10 @@ pytestmark = pytest.mark.update
 BOARDS = ["x86_64-vm", "ipx13"]
 
 
+def password_hash(m: Machine, user: str) -> str:
+    return m.ok(f"awk -F: '$1 == \"{user}\" {{ print $2 }}' /etc/shadow")
+
+
 @pytest.mark.parametrize("name", BOARDS)
 def test_signed_update_applies_and_keeps_data_others_refused(name, build_board, tmp_path, logdir, accel):
     project, result = build_board(name)
@@ -28,6 +32,12 @@ def test_signed_update_applies_and_keeps_data_others_refused(name, build_board, 
         first_install(m, updates.old)
         m.ok("psql -h /run/postgresql -U postgres -c 'create table kept (n int)' "
              "-c 'insert into kept select generate_series(1, 1000)'")
+        # A password changed on the device survives the update, whose rootfs has the defaults
+        # (set here as passwd would, without its prompts).
+        m.ok("h=$(echo Changed-On-The-Device | mkpasswd -m sha512 -P 0) && "
+             "sed -i \"s|^root:[^:]*:|root:$h:|\" /etc/shadow")
+        root_hash = password_hash(m, "root")
+        assert root_hash.startswith("$6$") and root_hash != password_hash(m, "admin")
         m.wait_http("/manager/ramdisk.log", 120)
         before = boot_state(m)
 
@@ -39,11 +49,12 @@ def test_signed_update_applies_and_keeps_data_others_refused(name, build_board, 
 
         status, text = upload(m, updates.good)
         assert status == 200 and f"version {updates.new} staged" in text, (status, text)
-        applied(m, updates.new)
+        applied(m, updates.new, root_password="Changed-On-The-Device")   # the default fails
         assert m.ok("cat /mnt/sda1/label") == updates.new
         assert m.ok("psql -h /run/postgresql -U postgres -tAc 'select count(*), sum(n) from kept'") \
             == "1000|500500"
         assert m.run("test -e /mnt/sda1/pending")[1] == 1
+        assert password_hash(m, "root") == root_hash
         assert m.ok("ls /mnt/sda2/update 2>/dev/null | wc -l") == "0"
         m.wait_http("/manager/ramdisk.log", 120)
         status, log = m.http_get("/manager/ramdisk.log")
