@@ -53,9 +53,16 @@ def main() -> int:
                 start = time.monotonic()
                 updates = make_updates_from(label, work / f"round{r}")
                 cut_during_upload(m, updates, tally)
-                cut_during_update(m, updates, cuts, tally)
-                label = updates.new
-                print(f"round {r + 1}: update with {len(cuts)} cuts: {time.monotonic() - start:.0f} s")
+                left = cut_during_update(m, updates, cuts, tally)
+                label, extra = updates.new, 0
+                # A phase shorter than a point's delay: the next update takes the points left.
+                while left:
+                    extra += 1
+                    more = make_updates_from(label, work / f"round{r}-{extra}")
+                    left = cut_during_update(m, more, left, tally)
+                    label = more.new
+                print(f"round {r + 1}: {1 + extra} update(s) with {len(cuts)} cuts: "
+                      f"{time.monotonic() - start:.0f} s")
                 start = time.monotonic()
                 cut_during_commits(m, label, COMMIT_CUTS, tally)
                 print(f"round {r + 1}: {len(COMMIT_CUTS)} commit cuts: {time.monotonic() - start:.0f} s")

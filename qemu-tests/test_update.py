@@ -87,7 +87,8 @@ def test_power_cuts_during_update_and_commits(vm_build, tmp_path, logdir, accel)
         m.ok("psql -h /run/postgresql -U postgres -c 'create table kept (n int)' "
              "-c 'insert into kept select generate_series(1, 100)'")
         cut_during_upload(m, updates, tally)
-        cut_during_update(m, updates, UPDATE_CUTS, tally)
+        missed = cut_during_update(m, updates, UPDATE_CUTS, tally)
+        assert not missed, f"the update finished before these cut points: {missed}"
         assert m.ok("psql -h /run/postgresql -U postgres -tAc 'select count(*) from kept'") == "100"
         cut_during_commits(m, updates.new, COMMIT_CUTS, tally)
     print(f"\n{tally}")
