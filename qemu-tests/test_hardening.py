@@ -219,3 +219,20 @@ def test_provisioned_passwords_replace_the_defaults(vm, vm_build, tmp_path, logd
         # Per-device secrets: same image, another disk, other keys.
         assert host_key(m) != host_key(vm)
         assert device_tls(m)[1] != device_tls(vm)[1]
+
+
+def test_a_root_password_hash_alone_leaves_admin_as_it_was(vm_build, tmp_path, logdir, accel):
+    """ROOT_PASSWORD_HASH only: root gets exactly that hash, admin keeps the default."""
+    project, result = vm_build
+    disk = raw_disk(result, tmp_path, "root-only")
+    hashed = subprocess.run(["openssl", "passwd", "-6", "Only-Root"], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    conf = tmp_path / "provision.conf"
+    conf.write_text(f"ROOT_PASSWORD_HASH={hashed}\n")
+    put_on_sda1(disk, conf, "provision.conf")
+    with Machine(project.board, disk, logdir, name="root-only", accel=accel) as m:
+        install(m, project.board.image_version, "root", "Only-Root")
+        assert "provisioned the passwords of: root (" in m.ok("cat /mnt/sda2/log/ramdisk.log")
+        assert m.ok("awk -F: '$1 == \"root\" { print $2 }' /etc/shadow") == hashed
+        assert m.ok("cat /mnt/sda2/etc/provisioned-shadow") == f"root:{hashed}"
+        assert m.ssh_user("admin", "ipapps") == "admin"
