@@ -24,13 +24,13 @@ def to_qcow2(raw: Path, out: Path) -> Path:
     return out
 
 
-def qcow2_stage(build: "Build", raw: Path) -> Path:
+def qcow2_stage(build: Build, raw: Path) -> Path:
     def make(work: Path) -> None:
         to_qcow2(raw, work / "disk.qcow2")
     return build.stage("qcow2", {"raw": build.cache.recorded(raw)}, make, base=False) / "disk.qcow2"
 
 
-def ova_stage(build: "Build", raw: Path) -> Path:
+def ova_stage(build: Build, raw: Path) -> Path:
     """The VM for VMware/VirtualBox/Proxmox: OVF + streamOptimized VMDK + manifest."""
     from . import ova
     from .schema import parse_size
@@ -48,7 +48,7 @@ def ova_stage(build: "Build", raw: Path) -> Path:
     return build.stage("ova", inputs, make, base=False) / board.outputs.ova
 
 
-def _copyright_of(build: "Build", pkg: lockfile.LockedPackage) -> str | None:
+def _copyright_of(build: Build, pkg: lockfile.LockedPackage) -> str | None:
     """usr/share/doc/<pkg>/copyright from the .deb; a doc directory that is a link to another
     package's (libfoo1 -> libfoo-common, allowed within one source) is followed to it."""
     from .tree import SYMLINK
@@ -67,7 +67,7 @@ def _copyright_of(build: "Build", pkg: lockfile.LockedPackage) -> str | None:
     return None
 
 
-def sbom_stage(build: "Build") -> Path:
+def sbom_stage(build: Build) -> Path:
     """<platform>.spdx.json: every locked package, its .deb hash, origin and licences."""
     from . import sbom
 
@@ -87,7 +87,7 @@ def sbom_stage(build: "Build") -> Path:
     return build.stage("sbom", inputs, make, base=False) / name
 
 
-def manifest_stage(build: "Build", files: dict[str, tuple[str, Path]]) -> Path:
+def manifest_stage(build: Build, files: dict[str, tuple[str, Path]]) -> Path:
     """<platform>.manifest.json for the files about to be published (name -> (kind, path))."""
     from . import manifest
     from .cache import sha256_file
@@ -107,7 +107,7 @@ def manifest_stage(build: "Build", files: dict[str, tuple[str, Path]]) -> Path:
     return build.stage("manifest", inputs, make, base=False) / name
 
 
-def leak_scan(build: "Build", files: dict[str, Path]) -> None:
+def leak_scan(build: Build, files: dict[str, Path]) -> None:
     """Fail before publishing if any output or boot file names the build host; the clean
     verdict is cached by the files' hashes and the host strings, so a no-op build is fast."""
     from . import leakscan
