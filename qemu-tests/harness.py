@@ -195,6 +195,10 @@ class Machine:
         assert rc == 0, f"{self.name}: '{cmd}' exited {rc}:\n{out}"
         return out
 
+    def password_hash(self, user: str) -> str:
+        """The user's hash field in the guest's /etc/shadow."""
+        return self.ok(f"awk -F: '$1 == \"{user}\" {{ print $2 }}' /etc/shadow")
+
     def choose_grub_entry(self, index: int, timeout: float = 180) -> None:
         """At the next GRUB menu, select entry `index` (0 = rescue/setup) and boot it."""
         self.expect("to select which entry is highlighted", timeout)

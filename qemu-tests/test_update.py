@@ -16,10 +16,6 @@ pytestmark = pytest.mark.update
 BOARDS = ["x86_64-vm", "ipx13"]
 
 
-def password_hash(m: Machine, user: str) -> str:
-    return m.ok(f"awk -F: '$1 == \"{user}\" {{ print $2 }}' /etc/shadow")
-
-
 @pytest.mark.parametrize("name", BOARDS)
 def test_signed_update_applies_and_keeps_data_others_refused(name, build_board, tmp_path, logdir, accel):
     project, result = build_board(name)
@@ -36,8 +32,8 @@ def test_signed_update_applies_and_keeps_data_others_refused(name, build_board, 
         # (set here as passwd would, without its prompts).
         m.ok("h=$(echo Changed-On-The-Device | mkpasswd -m sha512 -P 0) && "
              "sed -i \"s|^root:[^:]*:|root:$h:|\" /etc/shadow")
-        root_hash = password_hash(m, "root")
-        assert root_hash.startswith("$6$") and root_hash != password_hash(m, "admin")
+        root_hash = m.password_hash("root")
+        assert root_hash.startswith("$6$") and root_hash != m.password_hash("admin")
         m.wait_http("/manager/ramdisk.log", 120)
         before = boot_state(m)
 
@@ -54,7 +50,7 @@ def test_signed_update_applies_and_keeps_data_others_refused(name, build_board, 
         assert m.ok("psql -h /run/postgresql -U postgres -tAc 'select count(*), sum(n) from kept'") \
             == "1000|500500"
         assert m.run("test -e /mnt/sda1/pending")[1] == 1
-        assert password_hash(m, "root") == root_hash
+        assert m.password_hash("root") == root_hash
         assert m.ok("ls /mnt/sda2/update 2>/dev/null | wc -l") == "0"
         m.wait_http("/manager/ramdisk.log", 120)
         status, log = m.http_get("/manager/ramdisk.log")
