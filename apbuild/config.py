@@ -250,7 +250,11 @@ class Board:
     @property
     def boot_files(self) -> dict[str, str]:
         """Names of the files on sda1, shared by the build, the templates and the loader."""
-        ramdisk = "ramdisk.cpio.xz" if self.kernel.ramdisk_format == "initramfs" else "ramdisk.ext2.xz"
+        # A gateway's admin types "ramdisk.ext2.xz" into the gateway's Initrd field (the
+        # manual), whatever the board's kernel takes: the kernel tells an initramfs (cpio)
+        # from an ext2 RAM disk by its content, not by its name.
+        ramdisk = ("ramdisk.ext2.xz" if self.kernel.ramdisk_format == "ext2" or self.bootloader == "gateway"
+                   else "ramdisk.cpio.xz")
         return {"kernel": "vmlinuz", "ramdisk": ramdisk, "rootfs": "rootfs.tar.xz", "label": "label",
                 "sums": "SHA256SUMS", "pending": "pending", "mode": "bootmode"}
 

@@ -24,7 +24,12 @@ BUILD_TOOLS = {  # tool -> Debian package
 }
 KEYRING_PACKAGE = ("/usr/share/keyrings/debian-archive-keyring.gpg", "debian-archive-keyring")
 TEST_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "qemu-system-arm": "qemu-system-arm",
-              "qemu-system-aarch64": "qemu-system-arm"}
+              "qemu-system-aarch64": "qemu-system-arm",
+              # The manual's reader's side: an SSH, SCP and SFTP client that is not ours, a
+              # PostgreSQL client for the outside access the manual opens, openssl for the
+              # test's own HTTPS server.
+              "ssh": "openssh-client", "scp": "openssh-client", "sftp": "openssh-client",
+              "psql": "postgresql-client", "openssl": "openssl"}
 
 
 def _have(tool: str) -> bool:

@@ -330,8 +330,9 @@ def _boot_stage(build: Build) -> Path:
         for recipe in build.project.recipes:
             for overlay in ("boot", f"boot-{build.board.bootloader}"):
                 tree.merge(rootfs.render_overlay(recipe.overlay(overlay), ctx, recipe.name))
-        # The boot configuration changes on the device (default entry, boot mode): not summed.
-        mutable = {"/grub/grub.cfg", "/" + names["mode"]}
+        # Changed on the device, so not summed: the boot configuration (default entry, boot
+        # mode) and the label (the manual's "echo 110000 > /mnt/sda1/label" allows an update).
+        mutable = {"/grub/grub.cfg", "/" + names["mode"], "/" + names["label"]}
         sums = "".join(f"{hashlib.sha256(e.read()).hexdigest()}  {p.lstrip('/')}\n"
                        for p, e in tree if e.kind == FILE and p not in mutable)
         tree.add("/" + names["sums"], Entry(FILE, 0o644, data=sums.encode()))

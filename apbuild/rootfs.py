@@ -123,6 +123,12 @@ def render_overlay(directory: Path, context: Mapping[str, Any], origin: str) -> 
     return out
 
 
+def _is_real(tree: Tree, path: str, busybox: str) -> bool:
+    """Is path in the tree as something other than a link to busybox?"""
+    entry = tree.get(path)
+    return entry is not None and not (entry.kind == SYMLINK and entry.target == busybox)
+
+
 def _apply_selection_extras(tree: Tree, sel: Selection, pool: Tree, recipe: Recipe) -> None:
     for d in sel.dirs:
         tree.add(d, Entry(DIR, 0o755, origin=recipe.name))
@@ -139,7 +145,9 @@ def _apply_selection_extras(tree: Tree, sel: Selection, pool: Tree, recipe: Reci
                 target_names = [name]
             for d in ("/usr/bin", "/usr/sbin"):
                 for n in target_names:
-                    if f"/usr/bin/{n}" in pool.entries or f"/usr/sbin/{n}" in pool.entries:
+                    # A real tool the recipes keep wins; one that is merely in the pool (a
+                    # dependency nothing keeps, e.g. coreutils) must not hide the applet.
+                    if any(_is_real(tree, f"{b}/{n}", sel.busybox) for b in ("/usr/bin", "/usr/sbin")):
                         continue
                     if f"{d}/{n}" not in tree:
                         tree.add(f"{d}/{n}", Entry(SYMLINK, 0o777, target=sel.busybox, origin="busybox"))

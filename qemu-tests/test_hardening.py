@@ -130,13 +130,18 @@ def test_https_on_443_with_a_certificate_made_on_the_device(vm):
     assert "made the TLS certificate" in vm.ok("cat /mnt/sda2/log/manager.log")
 
 
-def test_listening_ports_are_22_80_443_and_postgresql_on_loopback(vm):
+def test_listening_ports_are_22_80_443_and_postgresql_behind_pg_hba(vm):
+    """The manual: port 5432 "must be reachable" (replication, outside access), and "The
+    default configuration decline database request from extern": PostgreSQL listens on the
+    network, and its pg_hba.conf rejects every connection that is not local."""
     tcp = listening(vm)
     assert {port for _, port in tcp} == {22, 80, 443, 5432}, tcp
-    assert {addr for addr, port in tcp if port == 5432} <= LOOPBACK, tcp
-    assert {addr for addr, port in tcp if port == 5432}, tcp
-    for port in (22, 80, 443):   # reachable from the network
+    for port in (22, 80, 443, 5432):   # reachable from the network
         assert {addr for addr, p in tcp if p == port} - LOOPBACK, (port, tcp)
+    hba = [line.split() for line in vm.ok("grep -v '^#' /mnt/sda2/pgsql/pg_hba.conf").splitlines() if line.strip()]
+    outside = [fields for fields in hba if fields[0].startswith("host")
+               and fields[3] not in ("127.0.0.1/32", "::1/128")]
+    assert [f[-1] for f in outside] == ["reject", "reject"], hba
 
 
 def test_no_udp_port_open_to_the_network(vm):

@@ -34,6 +34,15 @@ def test_signed_update_applies_and_keeps_data_others_refused(name, build_board, 
              "sed -i \"s|^root:[^:]*:|root:$h:|\" /etc/shadow")
         root_hash = m.password_hash("root")
         assert root_hash.startswith("$6$") and root_hash != m.password_hash("admin")
+        # What the manual's reader changes and an update (a new sda3) must not take away: the
+        # VPN note's /etc/hosts line, a standby's /home/root/standby.conf, an app's own unix
+        # user (useradd, as the manual's "each App has an own unix user"), a static address.
+        m.ok("echo '10.8.0.1 vpn-host.example' >> /etc/hosts")
+        m.ok("echo '{\"primary\": \"10.8.0.1\", \"name\": \"standby1\"}' > /home/root/standby.conf")
+        m.ok("useradd -m app-demo && usermod -p \"$(echo App-Pass-1 | mkpasswd -m sha512 -P 0)\" app-demo")
+        m.ok("echo app data > /mnt/sda2/home/app-demo/data && chown app-demo: /mnt/sda2/home/app-demo/data")
+        app_id = m.ok("id app-demo")
+        m.ok("setip --addr=10.0.2.15 --mask=255.255.255.0 --gateway=10.0.2.2 --dns1=10.0.2.3")
         m.wait_http("/manager/ramdisk.log", 120)
         before = boot_state(m)
 
@@ -51,6 +60,13 @@ def test_signed_update_applies_and_keeps_data_others_refused(name, build_board, 
             == "1000|500500"
         assert m.run("test -e /mnt/sda1/pending")[1] == 1
         assert m.password_hash("root") == root_hash
+        assert "10.8.0.1 vpn-host.example" in m.ok("cat /etc/hosts")
+        assert '"name": "standby1"' in m.ok("cat /home/root/standby.conf")
+        assert m.ok("id app-demo") == app_id
+        assert m.ok("cat /mnt/sda2/home/app-demo/data") == "app data"
+        assert m.ssh_user("app-demo", "App-Pass-1") == "app-demo"
+        assert "MODE=static" in m.ok("cat /mnt/sda2/etc/network.conf")
+        assert "inet 10.0.2.15/24" in m.ok("ip address show eth0") and m.run("pidof udhcpc")[1] == 1
         assert m.ok("ls /mnt/sda2/update 2>/dev/null | wc -l") == "0"
         m.wait_http("/manager/ramdisk.log", 120)
         status, log = m.http_get("/manager/ramdisk.log")
