@@ -191,10 +191,13 @@ class Qemu:
     extra: tuple[str, ...] = setting("extra QEMU arguments", default=())
 
 
-def _ova_name(value: str) -> str | None:
-    if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.ova", value):
-        return f"{value!r} must be a plain file name ending in '.ova'"
-    return None
+def _file_name(suffix: str):
+    """Check for an output's file name: plain (no directory) and ending in its format's suffix."""
+    def check(value: str) -> str | None:
+        if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*" + re.escape(suffix), value):
+            return f"{value!r} must be a plain file name ending in '{suffix}'"
+        return None
+    return check
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -206,7 +209,10 @@ class Outputs:
     qcow2: str = setting("file name of the qcow2 image ('' for none)", default="")
     ova: str = setting("file name of the OVA (OVF descriptor + streamOptimized VMDK + SHA-256 "
                        "manifest) that VMware, VirtualBox and Proxmox import ('' for none)",
-                       default="", check=_ova_name)
+                       default="", check=_file_name(".ova"))
+    vhdx: str = setting("file name of the VHDX (dynamic) that Hyper-V (a generation 1 VM: the "
+                        "image boots by BIOS) and Azure Stack HCI attach ('' for none)",
+                        default="", check=_file_name(".vhdx"))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -273,10 +279,12 @@ def load_board(path: Path) -> Board:
     board = load(Board, read_toml(path), path)
     if board.name != path.stem:
         raise ConfigError(path, "name", f"{board.name!r} must match the file name {path.stem!r}")
-    if board.outputs.ova and (board.arch != "amd64" or board.outputs.raw_size != "disk"):
-        # The descriptor says 64-bit x86 Debian on a disk of disk_size.
-        raise ConfigError(path, "outputs.ova", "an OVA is made for an amd64 virtual machine whose "
-                          "raw image is the whole disk (arch = 'amd64', outputs.raw_size = 'disk')")
+    # The OVA's descriptor says 64-bit x86 Debian on a disk of disk_size; a VHDX is the VM's
+    # whole disk for Hyper-V, which runs x86 guests only.
+    for key, what in (("ova", "an OVA"), ("vhdx", "a VHDX")):
+        if getattr(board.outputs, key) and (board.arch != "amd64" or board.outputs.raw_size != "disk"):
+            raise ConfigError(path, f"outputs.{key}", f"{what} is made for an amd64 virtual machine whose "
+                              "raw image is the whole disk (arch = 'amd64', outputs.raw_size = 'disk')")
     k = board.kernel
     if bool(k.file) != bool(k.sha256):
         raise ConfigError(path, "kernel.sha256" if k.file else "kernel.file",

@@ -97,7 +97,13 @@ def _scan_tar(f: BinaryIO, needles: dict[str, str], output: str) -> Iterator[Lea
 
 
 def _scan_cpio(f: BinaryIO, needles: dict[str, str], output: str) -> Iterator[Leak]:
-    """newc cpio (the initramfs): 110-byte ASCII headers, name and data 4-byte aligned."""
+    for name, data in cpio_members(f):
+        yield from _scan_bytes(name.encode() + b"\0" + data, needles, output, name)
+
+
+def cpio_members(f: BinaryIO) -> Iterator[tuple[str, bytes]]:
+    """Names and data of newc cpio members (the initramfs: 110-byte ASCII headers, name and
+    data 4-byte aligned), across the archives concatenated in it."""
     while True:
         header = f.read(110)
         if len(header) < 110 or header[:6] not in (b"070701", b"070702"):
@@ -116,7 +122,7 @@ def _scan_cpio(f: BinaryIO, needles: dict[str, str], output: str) -> Iterator[Le
             continue
         data = f.read(size)
         f.read((-size) % 4)
-        yield from _scan_bytes(name.encode() + b"\0" + data, needles, output, name)
+        yield name, data
 
 
 class _Prefixed:

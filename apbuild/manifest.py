@@ -22,7 +22,7 @@ _BLOCK = 1 << 20
 @dataclasses.dataclass(frozen=True)
 class OutputFile:
     name: str       # file name in the output directory
-    kind: str       # raw, qcow2, ova, sbom
+    kind: str       # raw, qcow2, vhdx, ova, sbom
     size: int
     sha256: str
 

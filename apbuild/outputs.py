@@ -1,4 +1,4 @@
-"""The stages after the disk image: qcow2, OVA, SBOM, manifest, the host-leak scan, and
+"""The stages after the disk image: qcow2, VHDX, OVA, SBOM, manifest, the host-leak scan, and
 publishing into the output directory."""
 
 from __future__ import annotations
@@ -28,6 +28,17 @@ def qcow2_stage(build: Build, raw: Path) -> Path:
     def make(work: Path) -> None:
         to_qcow2(raw, work / "disk.qcow2")
     return build.stage("qcow2", {"raw": build.cache.recorded(raw)}, make, base=False) / "disk.qcow2"
+
+
+def vhdx_stage(build: Build, raw: Path) -> Path:
+    """The VM for Hyper-V: a dynamic VHDX whose identifiers come from the disk's content."""
+    from . import vhdx
+
+    seed = build.cache.recorded(raw)
+
+    def make(work: Path) -> None:
+        vhdx.to_vhdx(raw, work / "disk.vhdx", seed)
+    return build.stage("vhdx", {"raw": seed}, make, base=False) / "disk.vhdx"
 
 
 def ova_stage(build: Build, raw: Path) -> Path:

@@ -414,9 +414,11 @@ def build(project: Project, cache: Cache, output: Path) -> BuildResult:
         produced["raw"] = raw
     if outs.qcow2:
         produced["qcow2"] = out.qcow2_stage(b, raw)
+    if outs.vhdx:
+        produced["vhdx"] = out.vhdx_stage(b, raw)
     if outs.ova:
         produced["ova"] = out.ova_stage(b, raw)
-    names = {"raw": outs.raw, "qcow2": outs.qcow2, "ova": outs.ova,
+    names = {"raw": outs.raw, "qcow2": outs.qcow2, "vhdx": outs.vhdx, "ova": outs.ova,
              "sbom": f"{project.board.platform}.spdx.json",
              "manifest": f"{project.board.platform}.manifest.json"}
     produced["sbom"] = out.sbom_stage(b)

@@ -114,7 +114,7 @@ def free_port() -> int:
 
 
 def _disk_args(board: Board, disk: Path, cache: str, snapshot: bool) -> list[str]:
-    fmt = "qcow2" if disk.suffix == ".qcow2" else "raw"
+    fmt = {".qcow2": "qcow2", ".vhdx": "vhdx"}.get(disk.suffix, "raw")
     drive = f"file={disk},if=none,id=disk0,format={fmt},cache={cache}"
     if snapshot:
         drive += ",snapshot=on"

@@ -110,8 +110,8 @@ def test_two_builds_are_bit_identical(tmp_path):
     time.sleep(1.1)
     # The user's cache: the QEMU tests boot what this build leaves there.
     second = build(project, Cache(default_root()), tmp_path / "out2")
-    # Every published file: the disks, the OVA, the SBOM and the build manifest.
-    assert set(first.outputs) >= {"raw", "qcow2", "ova", "sbom", "manifest"}
+    # Every published file: the disks (raw, qcow2, VHDX), the OVA, the SBOM and the build manifest.
+    assert set(first.outputs) >= {"raw", "qcow2", "vhdx", "ova", "sbom", "manifest"}
     assert set(first.outputs) == set(second.outputs)
     for kind in sorted(first.outputs):
         a, b = first.outputs[kind], second.outputs[kind]
