@@ -24,7 +24,9 @@ BUILD_TOOLS = {  # tool -> Debian package
 }
 KEYRING_PACKAGE = ("/usr/share/keyrings/debian-archive-keyring.gpg", "debian-archive-keyring")
 TEST_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "qemu-system-arm": "qemu-system-arm",
-              "qemu-system-aarch64": "qemu-system-arm"}
+              "qemu-system-aarch64": "qemu-system-arm",
+              # test_ntp.py's own network: a namespace with a tap, DHCP and an NTP server.
+              "ip": "iproute2", "dnsmasq": "dnsmasq-base", "chronyd": "chrony"}
 
 
 def _have(tool: str) -> bool:
