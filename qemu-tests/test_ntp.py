@@ -32,7 +32,10 @@ NS_PREFIX = "apbuild-ntp-"
 
 
 def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise AssertionError(f"'ip {' '.join(args)}' exited {proc.returncode}: {proc.stderr.strip()}"
+                             " (the test's own network needs root: namespaces and a tap)")
 
 
 def die_with_parent() -> None:
