@@ -29,7 +29,9 @@ TEST_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "qemu-system-arm": "qemu-
               # PostgreSQL client for the outside access the manual opens, openssl for the
               # test's own HTTPS server.
               "ssh": "openssh-client", "scp": "openssh-client", "sftp": "openssh-client",
-              "psql": "postgresql-client", "openssl": "openssl"}
+              "psql": "postgresql-client", "openssl": "openssl",
+              # test_ntp.py's own network: a namespace with a tap, DHCP and an NTP server.
+              "ip": "iproute2", "dnsmasq": "dnsmasq-base", "chronyd": "chrony"}
 
 
 def _have(tool: str) -> bool:

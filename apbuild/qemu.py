@@ -26,6 +26,7 @@ class Launch:
     argv: list[str]
     qmp_socket: Path | None
     forwards: dict[int, int]
+    binary: str          # QEMU itself (argv may start with a wrapper)
 
 
 def probe_kvm(board: Board, kernel: Path, cache_dir: Path, timeout: float = 20) -> bool:
@@ -134,20 +135,30 @@ def _disk_args(board: Board, disk: Path, cache: str, snapshot: bool) -> list[str
 def command(board: Board, disk: Path, *, serial: str = "stdio", qmp_socket: Path | None = None,
             forwards: dict[int, int] | None = None, accel: str | None = None, snapshot: bool = False,
             cache: str = "writeback", kernel: Path | None = None, initrd: Path | None = None,
-            append: str | None = None, extra: tuple[str, ...] = ()) -> Launch:
-    """forwards: guest TCP port -> host port on 127.0.0.1 (user-mode networking)."""
+            append: str | None = None, extra: tuple[str, ...] = (), netdev: str | None = None,
+            wrapper: tuple[str, ...] = ()) -> Launch:
+    """forwards: guest TCP port -> host port on 127.0.0.1 (user-mode networking).
+    netdev: a QEMU -netdev backend for the board's NIC instead of user-mode networking, e.g.
+    "tap,ifname=tap0,script=no,downscript=no" (a network the caller made; no forwards then).
+    wrapper: a command QEMU runs under, e.g. ("ip", "netns", "exec", NAME) to put it in a
+    network namespace, where that tap lives."""
     forwards = dict(forwards or {})
+    if netdev is not None and forwards:
+        raise ValueError(f"port forwards {forwards} need user-mode networking, not netdev {netdev!r}")
     accel = accel or os.environ.get("APBUILD_QEMU_ACCEL", "tcg")
     if accel == "auto":
         accel = "tcg"
     q = board.qemu
-    argv = [q.binary, "-M", q.machine, "-accel", accel, "-m", str(board.ram_mb),
+    argv = [*wrapper, q.binary, "-M", q.machine, "-accel", accel, "-m", str(board.ram_mb),
             "-smp", str(board.cpus), "-display", "none", "-monitor", "none", "-serial", serial]
     if q.cpu:
         argv += ["-cpu", q.cpu]
     argv += _disk_args(board, disk, cache, snapshot)
-    nic = f"user,model={q.nic}" + "".join(f",hostfwd=tcp:127.0.0.1:{h}-:{g}" for g, h in forwards.items())
-    argv += ["-nic", nic]
+    if netdev is not None:
+        argv += ["-netdev", f"{netdev},id=net0", "-device", f"{q.nic},netdev=net0"]
+    else:
+        nic = f"user,model={q.nic}" + "".join(f",hostfwd=tcp:127.0.0.1:{h}-:{g}" for g, h in forwards.items())
+        argv += ["-nic", nic]
     if board.bootloader == "gateway":
         argv.append("-no-reboot")  # the emulated gateway loader starts the next boot itself
     if qmp_socket is not None:
@@ -159,7 +170,7 @@ def command(board: Board, disk: Path, *, serial: str = "stdio", qmp_socket: Path
     if append is not None:
         argv += ["-append", append]
     argv += [*q.extra, *extra]
-    return Launch(argv, qmp_socket, forwards)
+    return Launch(argv, qmp_socket, forwards, q.binary)
 
 
 def describe_host(binary: str) -> str:
@@ -171,5 +182,5 @@ def describe_host(binary: str) -> str:
 
 
 def log_launch(launch: Launch) -> None:
-    log.detail(describe_host(launch.argv[0]))
+    log.detail(describe_host(launch.binary))
     log.detail("+ " + " ".join(launch.argv))
