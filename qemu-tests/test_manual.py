@@ -193,6 +193,10 @@ def test_manager_database_sql_dump_and_restore(root):
                 'REVOKE CONNECT ON DATABASE "dbname" FROM public;'):
         escaped = sql.replace('"', '\\"')
         root.ok(f'psql -d postgres -v ON_ERROR_STOP=1 -c "{escaped}"')
+    # "REVOKE CONNECT ... FROM public": another role may not connect.
+    root.ok("psql -d postgres -c \"CREATE USER other WITH PASSWORD 'other-pw'\"")
+    out, rc = root.run("PGPASSWORD=other-pw psql -h 127.0.0.1 -U other -d dbname -c 'select 1' 2>&1")
+    assert rc != 0 and "permission denied" in out, out
     root.ok("psql -d dbname -v ON_ERROR_STOP=1 -c 'CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 1000); ALTER TABLE t OWNER TO dbuser'")
     root.ok("cd /home/root && pg_dump -Fc -d dbname -f dbname.dump")
     root.ok("psql -d postgres -c 'DROP DATABASE dbname'")
@@ -200,10 +204,6 @@ def test_manager_database_sql_dump_and_restore(root):
     root.ok("pg_restore -d dbname /home/root/dbname.dump")
     assert root.ok("psql -d dbname -tAc 'select count(*), pg_get_userbyid(relowner) from t, pg_class "
                    "where relname = $$t$$ group by 2'") == "1000|dbuser"
-    # "REVOKE CONNECT ... FROM public": another role may not connect.
-    root.ok("psql -d postgres -c \"CREATE USER other WITH PASSWORD 'other-pw'\"")
-    out, rc = root.run("PGPASSWORD=other-pw psql -h 127.0.0.1 -U other -d dbname -c 'select 1' 2>&1")
-    assert rc != 0 and "permission denied" in out, out
     root.ok("psql -d postgres -c 'DROP DATABASE dbname' -c 'DROP USER dbuser' -c 'DROP USER other'")
 
 
@@ -307,7 +307,7 @@ def test_postgresql_outside_access_as_the_manual_says(vm, root, tmp_path):
     # The line goes ahead of the "reject" lines (first match wins).
     root.ok("awk '/0\\.0\\.0\\.0\\/0 +reject/ && !done { print \"host all all 0.0.0.0/0 scram-sha-256\"; done = 1 } 1' "
             "/mnt/sda2/pgsql/pg_hba.conf > /tmp/hba && cat /tmp/hba > /mnt/sda2/pgsql/pg_hba.conf")
-    root.ok("/etc/init.d/S50postgresql restart", 180)
+    root.ok("/etc/init.d/S50postgresql restart || { tail -20 /mnt/sda2/log/postgresql.log; exit 1; }", 180)
     opened = outside("select ssl, version from pg_stat_ssl where pid = pg_backend_pid()")
     assert opened.returncode == 0, opened.stderr
     assert opened.stdout.strip().startswith("t|TLSv1."), opened.stdout
