@@ -312,7 +312,8 @@ def test_postgresql_outside_access_as_the_manual_says(vm, root, tmp_path):
     assert opened.returncode == 0, opened.stderr
     assert opened.stdout.strip().startswith("t|TLSv1."), opened.stdout
     # Back to the default, and nothing else changed on the way.
-    root.ok("mv /mnt/sda2/pgsql/pg_hba.conf.orig /mnt/sda2/pgsql/pg_hba.conf")
+    # (cp onto the file: it stays postgres's; a root-owned copy moved there would stop the server.)
+    root.ok("cp /mnt/sda2/pgsql/pg_hba.conf.orig /mnt/sda2/pgsql/pg_hba.conf && rm /mnt/sda2/pgsql/pg_hba.conf.orig")
     root.ok("psql -d postgres -c 'ALTER USER postgres WITH PASSWORD NULL'")
     root.ok("/etc/init.d/S50postgresql restart", 180)
     assert outside("select 1").returncode != 0
