@@ -334,7 +334,7 @@ def test_wget_https_and_ip_address(root, https_server):
 def test_nightly_analysis_runs_from_crond(vm, root):
     """"Every database is analysed at night to keep indexes in sync with the data. This
     triggers a vacuumdb -a -z" (the shipped crontab line, due two minutes after boot)."""
-    root.ok("i=0; until grep -q 'vacuumdb' /mnt/sda2/log/cron.log 2>/dev/null; do sleep 2; i=$((i+1)); [ $i -lt 90 ] || exit 1; done", 240)
+    root.ok("i=0; until grep -q 'USER postgres .*vacuumdb' /mnt/sda2/log/cron.log 2>/dev/null; do sleep 2; i=$((i+1)); [ $i -lt 90 ] || exit 1; done", 240)
     root.ok("i=0; until [ -n \"$(psql -d postgres -tAc 'select last_analyze from pg_stat_user_tables where relname = $$nightly$$')\" ]; "
             "do sleep 2; i=$((i+1)); [ $i -lt 60 ] || exit 1; done", 180)
     out, rc = root.run("cat /mnt/sda2/log/vacuumdb.log")
