@@ -143,12 +143,12 @@ def _apply_selection_extras(tree: Tree, sel: Selection, pool: Tree, recipe: Reci
                 target_names = [name] if name != "busybox" else []
             else:
                 target_names = [name]
-            for d in ("/usr/bin", "/usr/sbin"):
-                for n in target_names:
-                    # A real tool the recipes keep wins; one that is merely in the pool (a
-                    # dependency nothing keeps, e.g. coreutils) must not hide the applet.
-                    if any(_is_real(tree, f"{b}/{n}", sel.busybox) for b in ("/usr/bin", "/usr/sbin")):
-                        continue
+            for n in target_names:
+                # A real tool the recipes keep wins; one that is merely in the pool (a
+                # dependency nothing keeps, e.g. coreutils) must not hide the applet.
+                if any(_is_real(tree, f"{d}/{n}", sel.busybox) for d in ("/usr/bin", "/usr/sbin")):
+                    continue
+                for d in ("/usr/bin", "/usr/sbin"):
                     if f"{d}/{n}" not in tree:
                         tree.add(f"{d}/{n}", Entry(SYMLINK, 0o777, target=sel.busybox, origin="busybox"))
 

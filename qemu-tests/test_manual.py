@@ -353,7 +353,7 @@ def test_setip_kept_after_a_reboot_and_a_failed_update_returns_to_the_old_image(
     # as the manager leaves them after a download.
     root.ok("mkdir -p /mnt/sda2/update && echo broken > /mnt/sda2/update/staged.update")
     root.ok("sed -i 's/^set default=1$/set default=0/' /boot/grub/grub.cfg && sync")
-    vm.send("reboot\n")
+    root.child.sendline("reboot")                  # typed in the reader's terminal
     vm.expect("rebooting into the old image", 300)
     vm.expect(f"Booting `App Platform {vm.label}'", 180)
     vm.login(*ROOT, timeout=300)

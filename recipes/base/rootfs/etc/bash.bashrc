@@ -1,4 +1,3 @@
-# Interactive shells that are not login shells ("su root" from admin) get the same prompt
-# as login shells: # for root, $ for everyone else.
-PS1='\u@\h:\w\$ '
-[ "$(id -u)" = 0 ] && PS1='\h:\w# '
+# Interactive shells that are not login shells ("su root" from admin) get what login shells
+# get from /etc/profile: the prompt (# for root, $ for everyone else), PATH, PAGER.
+. /etc/profile
