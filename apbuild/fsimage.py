@@ -81,6 +81,21 @@ def _normalise(image: Path, source: Path, epoch: int, owner_root: bool) -> None:
 
 
 FAT32_MIN = 34 * 2**20  # FAT32 needs 65525 clusters: with 512-byte clusters, 33 MiB and the FATs
+# Free room left on a content-sized FAT for what the device writes there (bootmode, label,
+# provision.conf): the image's size counts every byte of it (the 50 MB limit).
+FAT_SPARE = 2**20
+
+
+def fat32_size(needed: int) -> int:
+    """The smallest whole-MiB FAT32 (512-byte sectors and clusters) holding `needed` bytes
+    of clusters plus FAT_SPARE: 32 reserved sectors, two FATs of 4 bytes per cluster."""
+    size = needed + FAT_SPARE
+    while True:
+        fat = -(-(size // 512 + 2) * 4 // 512) * 512
+        total = -(-(needed + FAT_SPARE + 32 * 512 + 2 * fat) // 2**20) * 2**20
+        if total <= size:
+            return max(FAT32_MIN, total)
+        size = total
 
 
 def make_fat(source: Path, out: Path, *, label: str, epoch: int, size_bytes: int | None = None) -> Path:
@@ -89,7 +104,7 @@ def make_fat(source: Path, out: Path, *, label: str, epoch: int, size_bytes: int
     mcopy -m keeps, so two builds give the same bytes."""
     needed = sum(-(-p.stat().st_size // 512) * 512 for p in _walk(source) if p.is_file())
     if size_bytes is None:
-        size_bytes = max(FAT32_MIN, -(-int(needed * 1.03 + 2 * 2**20) // 2**20) * 2**20)
+        size_bytes = fat32_size(needed + 2**16)   # + the directories' clusters
     for path in _walk(source) + [source]:
         os.utime(path, (epoch, epoch), follow_symlinks=False)
     tmp = out.with_name(f".{out.name}.part")

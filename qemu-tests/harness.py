@@ -262,6 +262,37 @@ class Machine:
         finally:
             client.close()
 
+    def host_keys(self, timeout: float = 120) -> set[str]:
+        """The guest's SSH host keys, ed25519 and ECDSA (ssh-keyscan, asking again until SSH
+        has answered for both: under TCG one type's exchange may time out)."""
+        import subprocess
+
+        deadline = time.monotonic() + scaled(timeout)
+        keys: set[str] = set()
+        while True:
+            scan = subprocess.run(["ssh-keyscan", "-T", "10", "-t", "ed25519,ecdsa", "-p",
+                                   str(self.ports[22]), "127.0.0.1"], capture_output=True, text=True)
+            keys |= {line.split(None, 1)[1] for line in scan.stdout.splitlines()
+                     if line and not line.startswith("#")}
+            if {k.split()[0] for k in keys} >= {"ssh-ed25519", "ecdsa-sha2-nistp256"}:
+                return keys
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name}: no SSH answer within {scaled(timeout):.0f}s;"
+                                     f" serial console ends with:\n{self.tail()}")
+            time.sleep(1)
+
+    def tls_certificate(self, timeout: float = 120) -> str:
+        """The PEM certificate the guest's port 443 presents, waiting until it answers."""
+        deadline = time.monotonic() + scaled(timeout)
+        while True:
+            try:
+                return ssl.get_server_certificate(("127.0.0.1", self.ports[443]), timeout=10)
+            except (OSError, ssl.SSLError):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{self.name}: no TLS answer on 443 within "
+                                         f"{scaled(timeout):.0f}s:\n{self.tail()}") from None
+                time.sleep(1)
+
     def tcp_probe(self, guest_port: int, payload: bytes, timeout: float = 5) -> bytes:
         """Send payload to a forwarded guest port; return what came back (b'' if closed)."""
         with socket.create_connection(("127.0.0.1", self.ports[guest_port]), timeout=timeout) as s:

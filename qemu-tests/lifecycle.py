@@ -8,11 +8,12 @@ import base64
 import dataclasses
 import http.client
 import re
+import ssl
 import threading
 import time
 from pathlib import Path
 
-from harness import Machine, scaled
+from harness import Machine, ReaderTerminal, scaled
 
 from apbuild import signing, update
 from apbuild.cache import Cache, default_root
@@ -84,16 +85,58 @@ def first_install(m: Machine, label: str) -> None:
     m.login("root", "iplinux", 300)
 
 
-def applied(m: Machine, new: str, root_password: str = "iplinux") -> None:
-    """The rescue system (old image) writes the new sda1, the new one installs, then normal."""
+def applied(m: Machine, new: str, root_password: str = "iplinux", follow: bool = False) -> None:
+    """The rescue system (old image) writes the new sda1, the new one installs, then normal.
+    follow: fetch https://IP/manager/ramdisk.log while the install runs, as the manual has
+    the admin do ("You can check the installation process after the reboot")."""
     m.expect("running install_step1.sh update", 240)
     m.expect("running install_step1.sh install", 300)
+    if follow:
+        deadline, status, served = time.monotonic() + scaled(30), 0, ""
+        while f"install of image {new} started" not in served:
+            assert time.monotonic() < deadline, f"the rescue system's ramdisk.log: {status} {served!r}"
+            try:
+                status, served = m.http_get("/manager/ramdisk.log", timeout=5, tls=unverified_tls())
+            except OSError:
+                time.sleep(0.5)
     m.expect(re.compile(rb"^finished", re.M), 300)
     if m.board.bootloader == "grub-bios":
         m.expect(f"Booting `App Platform {new}'", 180)
     m.login("root", root_password, 300)
 
 
+
+
+def unverified_tls() -> ssl.SSLContext:
+    """The manual's "wget --no-check-certificate": the device's certificate is self-signed."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def rescue_as_the_manual_says(m: Machine, logdir: Path, keys: set[str], certificate: str) -> str:
+    """The rescue system as the manual's reader meets it, started already: "use putty to log
+    in ... use this to be root su - root (password iplinux) ... e2fsck -p -f /dev/sda2 ...
+    e2fsck -p -f /dev/sda3", "cat /apps/install_step1.log" (ends with finished) and
+    https://IP/manager/ramdisk.log, with the SSH host keys and TLS certificate the system has
+    (`keys`, `certificate`). Returns the install_step1.log."""
+    assert m.host_keys(300) == keys, "the rescue system's SSH host keys are not the device's"
+    term = ReaderTerminal(m.ports[22], *ADMIN, logdir / f"{m.name}.rescue.ssh.log")
+    try:
+        said = term.su("iplinux", login=True)
+        assert term.ok("id -u") == "0", said
+        assert "root=/dev/ram0" in term.ok("cat /proc/cmdline")
+        term.ok("e2fsck -p -f /dev/sda2", 180)
+        term.ok("e2fsck -p -f /dev/sda3", 180)
+        log = term.ok("cat /apps/install_step1.log")
+        assert log.splitlines()[-1] == "finished", log
+    finally:
+        term.close()
+    assert m.tls_certificate() == certificate, "the rescue system's TLS certificate is not the device's"
+    status, served = m.http_get("/manager/ramdisk.log", tls=unverified_tls())
+    assert status == 200 and served.rstrip().splitlines()[-1] == "finished", (status, served)
+    return log
 
 
 def cut(m: Machine) -> None:

@@ -9,6 +9,7 @@ import paramiko
 import pytest
 from conftest import installation_disk
 from harness import Machine
+from lifecycle import rescue_as_the_manual_says
 
 ADMIN = ("admin", "ipapps")  # the manager asks for the admin account's password
 
@@ -79,17 +80,22 @@ def test_ssh_admin_yes_root_no(gateway):
         gateway.ssh_user("root", "iplinux")
 
 
-def test_rescue_mode_checks_filesystems_and_returns_to_normal(gateway):
-    """The manual's gateway rescue: the loader boots root=/dev/ram0 when told so; there the
-    data and rootfs filesystems check clean, and writing 'normal' brings the system back."""
+def test_rescue_mode_as_the_manual_does_it(gateway, logdir):
+    """The manual's gateway rescue: "modify the Kernel command line from root=/dev/sda3 to
+    root=/dev/ram0, modify the Initrd file to ramdisk.ext2.xz, modify the ramdisk size to
+    100000, start Linux again ... use putty to log in ... su - root (password iplinux) ...
+    e2fsck -p -f /dev/sda2 ... e2fsck -p -f /dev/sda3", then back to root=/dev/sda3 with the
+    Initrd field cleared; and "cat /apps/install_step1.log" there. The gateway's UI is the
+    loader's bootmode file; its Initrd file is what the loader boots (ramdisk.ext2.xz)."""
+    keys, certificate = gateway.host_keys(), gateway.tls_certificate()
+    assert gateway.ok("ls /mnt/sda1/ramdisk.ext2.xz") == "/mnt/sda1/ramdisk.ext2.xz"
     gateway.ok("echo rescue > /mnt/sda1/bootmode && sync")
     gateway.send("reboot\n")
-    gateway.login("root", "iplinux", 300)
+    gateway.expect("rescue system ready", 300)
     assert gateway.mode == "rescue"
-    assert "root=/dev/ram0" in gateway.ok("cat /proc/cmdline")
+    rescue_as_the_manual_says(gateway, logdir, keys, certificate)
+    gateway.login("root", "iplinux", 60)          # the console, to play the UI's part
     assert gateway.run("grep -q ' /mnt/sda2 ' /proc/mounts")[1] == 1   # free to be checked
-    gateway.ok("e2fsck -p -f /dev/sda2")
-    gateway.ok("e2fsck -p -f /dev/sda3")
     gateway.ok("echo normal > /mnt/sda1/bootmode && sync")
     gateway.send("reboot -f\n")
     gateway.login("root", "iplinux", 300)

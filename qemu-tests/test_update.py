@@ -54,7 +54,7 @@ def test_signed_update_applies_and_keeps_data_others_refused(name, build_board, 
 
         status, text = upload(m, updates.good)
         assert status == 200 and f"version {updates.new} staged" in text, (status, text)
-        applied(m, updates.new, root_password="Changed-On-The-Device")   # the default fails
+        applied(m, updates.new, root_password="Changed-On-The-Device", follow=True)  # the default fails
         assert m.ok("cat /mnt/sda1/label") == updates.new
         assert m.ok("psql -h /run/postgresql -U postgres -tAc 'select count(*), sum(n) from kept'") \
             == "1000|500500"

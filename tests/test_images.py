@@ -90,3 +90,21 @@ def test_overlap_and_oversize_are_refused_before_writing(tmp_path):
     with pytest.raises(ApbuildError, match=r"image big is 2097152 bytes, more than the partition's 1048576"):
         disk.make_mbr_disk(tmp_path / "y.img", 32 * M, 1, [disk.Placed(1, M, M, "83", image=big)])
     assert not (tmp_path / "x.img").exists() and not (tmp_path / "y.img").exists()
+
+
+def test_fat32_is_sized_to_its_content_with_room_for_the_device(tmp_path):
+    """A gateway's installation image is its sda1: every spare MiB counts against 50 MB, yet
+    the device writes bootmode, label and provision.conf there."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "payload").write_bytes(bytes(range(256)) * (160 * 1024))   # 40 MiB
+    image = fsimage.make_fat(src, tmp_path / "boot.img", label="boot", epoch=1700000000)
+    size = image.stat().st_size
+    assert size % 2**20 == 0 and size == fsimage.fat32_size(40 * 2**20 + 2**16)
+    env = {"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"}
+    listing = subprocess.run(["mdir", "-i", str(image), "::"], capture_output=True, text=True,
+                             env=env, check=True).stdout
+    line = next(line for line in listing.splitlines() if "bytes free" in line)
+    free = int("".join(c for c in line.split("bytes free")[0] if c.isdigit()))
+    assert fsimage.FAT_SPARE <= free < fsimage.FAT_SPARE + 2**20 + 2**16, listing
+    subprocess.run(["fsck.fat", "-n", str(image)], check=True, capture_output=True)

@@ -50,3 +50,26 @@ def test_mode_overrides_win_over_implicit_parent_directories(tmp_path):
     layer = config_layer(P, "rootfs", system, {}, None)
     assert layer.get("/home/root").mode == 0o700
     assert layer.get("/home/root/script.sh") is not None
+
+
+def test_a_mode_override_of_a_package_file_is_applied_in_the_system_layer_only(tmp_path):
+    """Busybox made setuid: a copy in the config layer would carry its bytes twice."""
+    from pathlib import Path
+
+    from apbuild.config import Recipe, Selection
+    from apbuild.rootfs import config_layer, system_layer
+    from apbuild.tree import FILE
+
+    recipe = Recipe(description="t", rootfs=Selection(keep=("/usr/bin/tool",),
+                                                      modes={"/usr/bin/tool": "4755 0:0"}),
+                    name="r", path=tmp_path / "r.toml")
+
+    class P:  # the parts of a Project the layers read
+        recipes = (recipe,)
+        board = type("B", (), {"name": "b", "path": Path("b.toml"), "arch": "amd64"})()
+
+    pool = Tree()
+    pool.add("/usr/bin/tool", Entry(FILE, 0o755, data=b"#!/bin/sh\n"))
+    system = system_layer(P, "rootfs", pool, Tree())
+    assert system.get("/usr/bin/tool").mode == 0o4755
+    assert config_layer(P, "rootfs", system, {}, None).get("/usr/bin/tool") is None
