@@ -118,6 +118,9 @@ class Selection:
     links: dict = setting("symlinks to create: path -> target", default_factory=dict)
     busybox: str = setting("a busybox binary whose applets get links in /usr/bin and /usr/sbin "
                            "(where no package file has the name)", default="")
+    login_shell: str = setting("every user's login shell in this image instead of their own "
+                               "(a rescue ramdisk without their shell)", default="",
+                               check=lambda v: _abs_glob(v) if v else None)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

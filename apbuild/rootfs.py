@@ -197,7 +197,8 @@ def config_layer(project: Project, image: str, system: Tree, context: Mapping[st
     there (system_layer); those of the recipes' own files are applied here.
     """
     sels = [(r, getattr(r, image)) for r in project.recipes]
-    tree = user_files(project, context.get("salt", project.board.name))
+    shell = next((sel.login_shell for _, sel in sels if sel.login_shell), "")
+    tree = user_files(project, context.get("salt", project.board.name), shell)
     for recipe, _ in sels:
         tree.merge(render_overlay(recipe.overlay("common"), context, recipe.name))
         tree.merge(render_overlay(recipe.overlay(image), context, recipe.name))

@@ -23,7 +23,9 @@ def sha512_crypt(password: str, salt_source: str) -> str:
     return crypt.crypt(password, f"$6${salt}$")
 
 
-def user_files(project: Project, salt: str) -> Tree:
+def user_files(project: Project, salt: str, shell: str = "") -> Tree:
+    """/etc/passwd, group and shadow of the recipes' users; `shell` replaces every user's
+    login shell (an image that lacks theirs)."""
     users = {}
     groups = {}
     for recipe in project.recipes:
@@ -41,7 +43,7 @@ def user_files(project: Project, salt: str) -> Tree:
             if g not in groups:
                 raise ConfigError(project.board.path, "recipes", f"user {u.name}: no group {g!r}")
             members[g].append(u.name)
-    passwd = "".join(f"{u.name}:x:{u.uid}:{u.gid}:{u.name}:{u.home}:{u.shell}\n"
+    passwd = "".join(f"{u.name}:x:{u.uid}:{u.gid}:{u.name}:{u.home}:{shell or u.shell}\n"
                      for u in sorted(users.values(), key=lambda u: u.uid))
     shadow = "".join(
         f"{u.name}:{sha512_crypt(u.password, salt + u.name) if u.password else '!'}:0:0:99999:7:::\n"

@@ -115,16 +115,18 @@ def unverified_tls() -> ssl.SSLContext:
     return context
 
 
-def rescue_as_the_manual_says(m: Machine, logdir: Path, keys: set[str], certificate: str) -> str:
+def rescue_as_the_manual_says(m: Machine, logdir: Path, keys: set[str], certificate: str,
+                              root_password: str = "iplinux") -> str:
     """The rescue system as the manual's reader meets it, started already: "use putty to log
     in ... use this to be root su - root (password iplinux) ... e2fsck -p -f /dev/sda2 ...
     e2fsck -p -f /dev/sda3", "cat /apps/install_step1.log" (ends with finished) and
     https://IP/manager/ramdisk.log, with the SSH host keys and TLS certificate the system has
-    (`keys`, `certificate`). Returns the install_step1.log."""
+    (`keys`, `certificate`) and root's password (`root_password`: the installed system's,
+    changed or not). Returns the install_step1.log."""
     assert m.host_keys(300) == keys, "the rescue system's SSH host keys are not the device's"
     term = ReaderTerminal(m.ports[22], *ADMIN, logdir / f"{m.name}.rescue.ssh.log")
     try:
-        said = term.su("iplinux", login=True)
+        said = term.su(root_password, login=True)
         assert term.ok("id -u") == "0", said
         assert "root=/dev/ram0" in term.ok("cat /proc/cmdline")
         term.ok("e2fsck -p -f /dev/sda2", 180)

@@ -89,15 +89,20 @@ def test_rescue_mode_as_the_manual_does_it(gateway, logdir):
     loader's bootmode file; its Initrd file is what the loader boots (ramdisk.ext2.xz)."""
     keys, certificate = gateway.host_keys(), gateway.tls_certificate()
     assert gateway.ok("ls /mnt/sda1/ramdisk.ext2.xz") == "/mnt/sda1/ramdisk.ext2.xz"
+    # Root's password as changed on the device (set as passwd would, without its prompts):
+    # the rescue system takes that one, not the image's default.
+    password = "Changed-Before-Rescue"
+    gateway.ok(f"h=$(echo {password} | mkpasswd -m sha512 -P 0) && "
+               "sed -i \"s|^root:[^:]*:|root:$h:|\" /etc/shadow && sync")
     gateway.ok("echo rescue > /mnt/sda1/bootmode && sync")
     gateway.send("reboot\n")
     gateway.expect("rescue system ready", 300)
     assert gateway.mode == "rescue"
-    rescue_as_the_manual_says(gateway, logdir, keys, certificate)
-    gateway.login("root", "iplinux", 60)          # the console, to play the UI's part
+    rescue_as_the_manual_says(gateway, logdir, keys, certificate, root_password=password)
+    gateway.login("root", password, 60)           # the console, to play the UI's part
     assert gateway.run("grep -q ' /mnt/sda2 ' /proc/mounts")[1] == 1   # free to be checked
     gateway.ok("echo normal > /mnt/sda1/bootmode && sync")
     gateway.send("reboot -f\n")
-    gateway.login("root", "iplinux", 300)
+    gateway.login("root", password, 300)
     assert gateway.mode == "normal"
     assert "root=/dev/sda3" in gateway.ok("cat /proc/cmdline")

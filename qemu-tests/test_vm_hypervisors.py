@@ -142,7 +142,11 @@ def assert_clean_filesystems(disk: Path, tmp: Path) -> None:
 def check_controller_and_nic(m: Machine, scsi_host: str, nic_driver: str) -> None:
     """Root on sda3 through the given controller, the manager answering through the NIC."""
     assert re.search(r"^/dev/sda3 / ext4 ", m.ok("cat /proc/mounts"), re.M)
-    assert scsi_host in m.ok("cat /sys/class/scsi_host/host*/proc_name").split()
+    if scsi_host:
+        assert scsi_host in m.ok("cat /sys/class/scsi_host/host*/proc_name").split()
+    else:   # virtio-blk: no SCSI host; the sda names lead to vda
+        assert m.ok("readlink /dev/sda3") == "vda3"
+        assert re.search(r"^/dev/sda2 /mnt/sda2 ext4 ", m.ok("cat /proc/mounts"), re.M)
     assert m.ok("basename $(readlink /sys/class/net/eth0/device/driver)") == nic_driver
     m.wait_http("/manager/ramdisk.log", 120)  # answers without the admin password
 
@@ -224,6 +228,8 @@ HARDWARE = [
     ("lsi-e1000", "pc", "lsi53c895a", "e1000", "sym53c8xx", "e1000"),
     ("pvscsi-vmxnet3", "pc", "pvscsi", "vmxnet3", "vmw_pvscsi", "vmxnet3"),
     ("ide-e1000", "pc", "ide", "e1000", "ata_piix", "e1000"),
+    # VirtIO Block (QEMU's -drive if=virtio): the disk is vda, the sda names point at it.
+    ("virtio-blk-virtio-net", "pc", "virtio-blk", "virtio-net-pci", "", "virtio_net"),
 ]
 
 
