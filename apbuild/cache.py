@@ -15,11 +15,12 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from . import log
+from .files import locked
 from .errors import IntegrityError
 
 MANIFEST = ".apbuild-manifest.json"
@@ -189,3 +190,22 @@ class Cache:
         finally:
             if work.exists():
                 shutil.rmtree(work, ignore_errors=True)
+
+    def produce(self, stage: str, key: str, make: Callable[[Path], None], *,
+                hash_files: bool = True, on_build: Callable[[], contextlib.AbstractContextManager]
+                = contextlib.nullcontext) -> tuple[Path, bool]:
+        """The result for (stage, key), made by make(work_dir) unless another run has it;
+        returns (path, whether this call built it). on_build wraps the building only."""
+        found = self.lookup(stage, key, verify_hashes=hash_files)
+        if found is not None:
+            return found, False
+        # Parallel builds (pytest-xdist workers, two terminals) wait for the one that builds
+        # and then reuse its result instead of replacing it under the reader.
+        with locked(self.stage_dir(stage, key).parent / f".lock-{key[:32]}"):
+            found = self.lookup(stage, key, verify_hashes=hash_files)
+            if found is not None:
+                return found, False
+            with on_build(), self.build(stage, key, hash_files=hash_files) as work:
+                make(work)
+        return self.stage_dir(stage, key), True
+

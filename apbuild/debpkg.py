@@ -42,11 +42,7 @@ def merged_links() -> Tree:
 def unpack(cache: Cache, deb: Path, sha256: str, name: str) -> Tree:
     """The package's files as a Tree (content in the cache), unpacking once per .deb."""
     key = f"{sha256}-v{UNPACK_VERSION}"
-    done = cache.lookup("unpack", key, verify_hashes=False)
-    if done is None:
-        with cache.build("unpack", key, hash_files=False) as work:
-            _unpack_into(deb, work, name)
-        done = cache.stage_dir("unpack", key)
+    done, _ = cache.produce("unpack", key, lambda work: _unpack_into(deb, work, name), hash_files=False)
     manifest = json.loads((done / "manifest.json").read_text())
     tree = Tree()
     root = done / "root"

@@ -177,15 +177,12 @@ class Build:
         (for stages whose inputs name exactly the definitions they read)."""
         common = self.base_inputs if base else {k: v for k, v in self.base_inputs.items() if k != "definitions"}
         key = key_of(name, {**common, **inputs})
-        found = self.cache.lookup(name, key)
-        if found is not None:
+        path, built = self.cache.produce(name, key, func, on_build=lambda: log.step(name))
+        if built:
+            self.did_work = True
+        else:
             log.detail(f"{name}: reused {key[:12]}")
-            return found
-        self.did_work = True
-        with log.step(name):
-            with self.cache.build(name, key) as work:
-                func(work)
-        return self.cache.stage_dir(name, key)
+        return path
 
     # -- stages -----------------------------------------------------------------------
     def system_tree(self, image: str) -> tuple[Tree, dict[str, list[str]]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import log
 from .errors import ApbuildError
+from .files import locked
 from .run import run
 
 KEY_NAME = "update-signing"
@@ -74,10 +75,15 @@ def ensure_key(directory: Path) -> SigningKey:
     key = key_in(directory)
     if key.public.exists():
         return key
-    if key.private.exists():
-        run(["openssl", "pkey", "-in", key.private, "-pubout", "-out", key.public])
-        return key
-    keygen(directory)
+    # Two builds starting at once (parallel test workers) must not make two keys.
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with locked(directory / ".keygen.lock"):
+        if key.public.exists():
+            return key
+        if key.private.exists():
+            run(["openssl", "pkey", "-in", key.private, "-pubout", "-out", key.public])
+            return key
+        keygen(directory)
     log.info(f"made the update signing key {key.private} (keep it safe: the images built now "
              f"accept only updates signed with it)")
     return key
