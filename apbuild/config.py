@@ -271,11 +271,16 @@ class Board:
         """What shapes the image, and nothing about the machine it runs on (name, RAM,
         storage, QEMU): two boards with equal settings share every stage and output."""
         data = dataclasses.asdict(self)
-        for key in ("name", "description", "storage", "ram_mb", "cpus", "qemu", "path"):
+        for key in MACHINE_ONLY:
             data.pop(key)
         if self.outputs.raw_size == "content":  # an installation image fits any disk size
             data.pop("disk_size")
         return data
+
+
+# The board's keys about the machine, not the image: boards that differ only in these share
+# every stage, so nothing that goes into an image may read them.
+MACHINE_ONLY = ("name", "description", "storage", "ram_mb", "cpus", "qemu", "path")
 
 
 def load_board(path: Path) -> Board:

@@ -150,7 +150,7 @@ class Build:
     def context(self, **extra: Any) -> dict[str, Any]:
         parts = by_name(self.placements)
         return {
-            "board": self.board,
+            "board": rootfs.ImageBoard(self.board),
             "label": self.board.image_version,
             "layout": self.project.layout,
             "part": parts,

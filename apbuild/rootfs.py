@@ -15,7 +15,7 @@ from typing import Any
 import jinja2
 
 from . import elfcheck
-from .config import Project, Recipe, Selection
+from .config import MACHINE_ONLY, Board, Project, Recipe, Selection
 from .errors import ApbuildError, ConfigError
 from .tree import DIR, FILE, SYMLINK, Entry, Tree, norm
 from .users import user_files
@@ -94,6 +94,22 @@ def busybox_applets(binary: bytes) -> list[str]:
             break
         names.append(raw.decode())
     return names
+
+
+class ImageBoard:
+    """The board as a template sees it: the machine-only keys are refused (a template that
+    wrote ram_mb into a file gave ipx11 ipx10's value from the shared stage). What depends on
+    the machine is found out on the device at run time."""
+
+    def __init__(self, board: Board) -> None:
+        self._board = board
+
+    def __getattr__(self, name: str):
+        if name in MACHINE_ONLY:
+            raise jinja2.UndefinedError(
+                f"board.{name} is the machine's, not the image's: boards that differ in it share "
+                f"this image (read it on the device instead, e.g. /proc/meminfo for RAM)")
+        return getattr(self._board, name)
 
 
 def render_overlay(directory: Path, context: Mapping[str, Any], origin: str) -> Tree:

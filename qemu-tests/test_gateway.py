@@ -67,6 +67,11 @@ def test_userspace_is_the_boards_arch(gateway):
 
 def test_postgresql_and_manager(gateway):
     assert gateway.ok("psql -h /run/postgresql -U postgres -tAc 'select 1'") == "1"
+    # ipx10 (256 MB) and ipx11 (1.5 GB) share one image: its PostgreSQL sizes itself on the
+    # device, a connection per quarter MB of RAM, at most 200.
+    mem_mb = int(gateway.ok("grep MemTotal /proc/meminfo").split()[1]) // 1024
+    expected = min(200, mem_mb // 4)
+    assert int(gateway.ok("psql -h /run/postgresql -U postgres -tAc 'show max_connections'")) == expected
     gateway.wait_http("/manager/", 120, auth=ADMIN)
     status, page = gateway.http_get("/manager/", auth=ADMIN)
     assert status == 200 and f">{gateway.project.board.image_version}<" in page

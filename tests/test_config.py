@@ -151,3 +151,20 @@ def test_vendor_kernel_file_goes_to_sda1_as_it_is(tmp_path):
     project = load_project(ROOT, str(path))
     kernel = Build(project, Cache(tmp_path / "cache"), tmp_path / "out").kernel_image()
     assert kernel.read_bytes() == content
+
+
+def test_a_template_cannot_read_what_boards_sharing_an_image_differ_in(tmp_path):
+    """ipx10 and ipx11 share the armel image's stages, so a template that wrote ram_mb into a
+    file gave ipx11 ipx10's value; templates see the board without its machine keys."""
+    from apbuild.errors import ConfigError
+    from apbuild.rootfs import ImageBoard, render_overlay
+
+    board = load_project(ROOT, "ipx10").board
+    overlay = tmp_path / "rootfs" / "etc"
+    overlay.mkdir(parents=True)
+    (overlay / "ok.j2").write_text("{{ board.bootloader }} {{ board.arch }}\n")
+    tree = render_overlay(tmp_path / "rootfs", {"board": ImageBoard(board)}, "demo")
+    assert tree.get("/etc/ok").read() == b"gateway armel\n"
+    (overlay / "bad.j2").write_text("max = {{ board.ram_mb // 4 }}\n")
+    with pytest.raises(ConfigError, match=r"bad.j2.*board.ram_mb is the machine's"):
+        render_overlay(tmp_path / "rootfs", {"board": ImageBoard(board)}, "demo")
