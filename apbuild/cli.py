@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import subprocess
 import sys
 import time
@@ -190,11 +191,38 @@ def cmd_sign(root: Path, name: str, args: argparse.Namespace, cache: Cache) -> i
     return 0
 
 
+def test_workers() -> int:
+    """QEMU guests at a time: one per core (TCG runs a guest's CPU on one host thread), at
+    most 4; APBUILD_TEST_WORKERS overrides (1 runs the suite in this process)."""
+    if value := os.environ.get("APBUILD_TEST_WORKERS"):
+        if not value.isdigit() or int(value) < 1:
+            raise ApbuildError(f"APBUILD_TEST_WORKERS={value!r}: a whole number of workers, 1 or more")
+        return int(value)
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+def _parallel(extra: list[str]) -> list[str]:
+    """pytest-xdist's options, unless the arguments choose for themselves. The tests that
+    share a booted machine stay together (the root conftest.py marks them)."""
+    chosen = any(a in ("-n", "--numprocesses", "-p", "--dist") or a.startswith(("-n", "--numprocesses=", "--dist="))
+                 for a in extra)
+    workers = test_workers()
+    if chosen or workers == 1:
+        return []
+    try:
+        import xdist  # noqa: F401
+    except ImportError:
+        log.warn("pytest-xdist is not installed: the tests run one at a time")
+        return []
+    return ["-n", str(workers), "--dist", "loadgroup"]
+
+
 def cmd_test(root: Path, extra: list[str]) -> int:
     hosttools.ensure({**hosttools.BUILD_TOOLS, **hosttools.TEST_TOOLS})
     # Paths among the arguments choose what runs; otherwise everything does.
     named = any(Path(a.split("::")[0]).exists() for a in extra if not a.startswith("-"))
-    argv = [sys.executable, "-m", "pytest", *([] if named else ["tests", "qemu-tests"]), *extra]
+    argv = [sys.executable, "-m", "pytest", *([] if named else ["tests", "qemu-tests"]),
+            *_parallel(extra), *extra]
     log.info("+ " + " ".join(argv[2:]))
     return subprocess.call(argv, cwd=root)
 

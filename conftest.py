@@ -1,0 +1,58 @@
+"""Suite-wide: how the README's test command spreads over parallel workers, and the time
+each test file took (printed at the end: the suite's time is a budget)."""
+
+from __future__ import annotations
+
+import collections
+import time
+
+import pytest
+
+_file_seconds: dict[str, float] = collections.defaultdict(float)
+_started = time.monotonic()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Keep the order set below: xdist otherwise puts the groups with most tests first.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def _module_params(item: pytest.Item) -> str:
+    """The parameters of the module-scoped fixtures an item uses ('' if none)."""
+    spec = getattr(item, "callspec", None)
+    if spec is None:
+        return ""
+    defs = item._fixtureinfo.name2fixturedefs  # pytest has no public way to ask a fixture's scope
+    return ",".join(f"{name}={spec.id}" for name in sorted(spec.params)
+                    if name in defs and defs[name][-1].scope == "module")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With pytest-xdist (--dist loadgroup), the tests that share a booted machine (a fixture
+    of module scope, per parameter) stay on one worker; every other test goes wherever a
+    worker is free. The QEMU tests come first, so the short unit tests fill the end."""
+    for item in items:
+        fixtures = item._fixtureinfo.name2fixturedefs
+        if any(defs[-1].scope == "module" for defs in fixtures.values()):
+            group = item.nodeid.split("::")[0]
+            if params := _module_params(item):
+                group += f"[{params}]"
+            item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: not item.nodeid.startswith("qemu-tests/"))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _file_seconds[report.nodeid.split("::")[0]] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if not _file_seconds or hasattr(config, "workerinput"):
+        return
+    tr = terminalreporter
+    tr.section("time per file (setup + call + teardown, summed over its tests)")
+    for name, seconds in sorted(_file_seconds.items(), key=lambda kv: -kv[1]):
+        tr.write_line(f"{seconds:8.1f} s  {name}")
+    workers = getattr(config.option, "numprocesses", None) or 1
+    tr.write_line(f"{sum(_file_seconds.values()):8.1f} s  in all, on {workers} worker(s); "
+                  f"wall clock {(time.monotonic() - _started) / 60:.1f} min")
