@@ -28,6 +28,7 @@ def _module_params(item: pytest.Item) -> str:
                     if name in defs and defs[name][-1].scope == "module")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker turns the marks into group names
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """With pytest-xdist (--dist loadgroup), the tests that share a booted machine (a fixture
     of module scope, per parameter) stay on one worker; every other test goes wherever a
@@ -37,7 +38,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if any(defs[-1].scope == "module" for defs in fixtures.values()):
             group = item.nodeid.split("::")[0]
             if params := _module_params(item):
-                group += f"[{params}]"
+                group += f":{params}"  # no brackets: xdist reads a name ending in ']' as no group
             item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=lambda item: not item.nodeid.startswith("qemu-tests/"))
 
