@@ -200,8 +200,9 @@ class Cache:
         if found is not None:
             return found, False
         # Parallel builds (pytest-xdist workers, two terminals) wait for the one that builds
-        # and then reuse its result instead of replacing it under the reader.
-        with locked(self.stage_dir(stage, key).parent / f".lock-{key[:32]}"):
+        # and then reuse its result instead of replacing it under the reader. The lock files
+        # live apart from the stages, which hold results only.
+        with locked(self.root / "locks" / stage / key[:32]):
             found = self.lookup(stage, key, verify_hashes=hash_files)
             if found is not None:
                 return found, False
