@@ -1,5 +1,5 @@
 """Suite-wide: how the README's test command spreads over parallel workers, and the time
-each test file took (printed at the end: the suite's time is a budget)."""
+each test file and the slowest tests took (printed at the end: the suite's time is a budget)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 import pytest
 
 _file_seconds: dict[str, float] = collections.defaultdict(float)
+_test_seconds: dict[str, float] = collections.defaultdict(float)
 _started = time.monotonic()
 
 
@@ -45,6 +46,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     _file_seconds[report.nodeid.split("::")[0]] += report.duration
+    _test_seconds[report.nodeid] += report.duration
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -57,3 +59,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     workers = getattr(config.option, "numprocesses", None) or 1
     tr.write_line(f"{sum(_file_seconds.values()):8.1f} s  in all, on {workers} worker(s); "
                   f"wall clock {(time.monotonic() - _started) / 60:.1f} min")
+    tr.section("the 15 slowest tests (setup + call + teardown)")
+    for name, seconds in sorted(_test_seconds.items(), key=lambda kv: -kv[1])[:15]:
+        tr.write_line(f"{seconds:8.1f} s  {name}")

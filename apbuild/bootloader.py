@@ -8,11 +8,13 @@ between the MBR and the first partition, starting at sector 1.
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 from pathlib import Path
 
 from .errors import ApbuildError
 from .run import run
+from .tree import Tree
 
 MODULES = ("biosdisk", "part_msdos", "ext2", "normal", "linux", "serial", "terminal",
            "configfile", "echo", "test", "boot", "search", "halt", "reboot", "sleep")
@@ -52,3 +54,22 @@ def install_grub_bios(disk: Path, grub_dir: Path, core: Path, first_partition_st
         os.pwrite(fd, bytes(core_bytes), SECTOR)
     finally:
         os.close(fd)
+
+
+def install_from_pool(disk: Path, pool: Tree, first_partition_start: int, work: Path,
+                      board_file: Path) -> None:
+    """GRUB for BIOS into disk, from the i386-pc modules of the locked grub-pc-bin in pool
+    (the boot code is pinned like every other file); work holds the temporary files."""
+    sub = Tree()
+    for path, entry in pool:
+        if path.startswith("/usr/lib/grub/i386-pc/"):
+            sub.add(path[len("/usr/lib/grub/i386-pc"):], entry)
+    if not sub.entries:
+        raise ApbuildError(f"{board_file}: bootloader 'grub-bios' needs the package grub-pc-bin in a recipe")
+    sub.entries.pop("/", None)
+    grub_dir, core = work / "grub", work / "core.img"
+    sub.write_dir(grub_dir)
+    grub_core_image(grub_dir, core)
+    install_grub_bios(disk, grub_dir, core, first_partition_start)
+    shutil.rmtree(grub_dir)
+    core.unlink()

@@ -163,8 +163,13 @@ class Cache:
                 log.warn(f"cache entry {stage}/{key[:12]} is damaged ({rel}); rebuilding it")
                 shutil.rmtree(path, ignore_errors=True)
                 return None
+        os.utime(manifest)  # the last use, which `./build.py clean` keeps results by
         log.detail(f"cache hit: {stage} {key[:12]}")
         return path
+
+    def in_use(self) -> contextlib.AbstractContextManager[None]:
+        """Held (shared) by every build while it runs: `clean` waits for builds to end."""
+        return locked(self.root / "builds.lock", shared=True)
 
     def recorded(self, result: Path) -> str:
         """The fingerprint recorded for a stage's file (checked when the stage was looked up)."""

@@ -27,6 +27,8 @@ USAGE = """\
                                     ~/.config/apbuild/keys); builds made later carry its public key
 ./build.py sign BOARD               build, then write the signed update <platform>-<version>.update
 ./build.py test [PYTEST ARGS]       run the unit tests and the QEMU tests
+./build.py clean [--keep-days N]    remove stage results no build used in N days (default 14;
+                                    0: all of them); downloads stay
 common options: --cache DIR (default ~/.cache/apbuild or $APBUILD_CACHE), -v/-vv,
   --image-version N (build/sign: this image version instead of the board's image_version)"""
 
@@ -39,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path)
     p.add_argument("--cache", type=Path)
     p.add_argument("--image-version")
+    p.add_argument("--keep-days", type=float, default=14.0)
     p.add_argument("-v", "--verbose", action="count", default=0)
     return p
 
@@ -75,9 +78,20 @@ def cmd_build(root: Path, boards: list[str], args: argparse.Namespace, cache: Ca
     return 0
 
 
-def cmd_run(root: Path, board: str, args: argparse.Namespace) -> int:
+def cmd_clean(cache: Cache, keep_days: float) -> int:
+    from .retention import clean
+
+    if keep_days < 0:
+        raise ApbuildError(f"--keep-days: {keep_days:g} is negative; give 0 or more days")
+    done = clean(cache, keep_days)
+    log.info(f"clean: removed {done.removed} stage results not used in {keep_days:g} days "
+             f"({done.freed / 1e9:.2f} GB freed), kept {done.kept}")
+    return 0
+
+
+def cmd_run(root: Path, board: str, args: argparse.Namespace, cache: Cache) -> int:
     """Boot the built image with its serial console on this terminal (like `mkosi qemu`)."""
-    from .cache import default_root
+    from .pipeline import Build
     from .qemu import RESET_MARKER, choose_accel, command, gateway_loader, log_launch
 
     project = load_project(root, board)
@@ -88,9 +102,10 @@ def cmd_run(root: Path, board: str, args: argparse.Namespace) -> int:
         raise ApbuildError(f"{image} does not exist: build it first with './build.py {board}'")
     forwards = {22: 2222, 80: 8080, 443: 8443}
     if b.bootloader != "gateway":
-        kernel = next(iter(sorted(default_root().glob("stages/kernel/*/vmlinuz"))), None)
+        # The accelerator probe boots this board's own kernel (from the cache the build used).
+        kernel = Build(project, cache).kernel_image()
         launch = command(b, image, serial="mon:stdio", forwards=forwards,
-                         accel=choose_accel(b, kernel, default_root()))
+                         accel=choose_accel(b, kernel, cache.root))
         log_launch(launch)
         log.info(f"booting {image} (ssh: port 2222, http: 8080, https: 8443; quit with Ctrl-A X)")
         return subprocess.call(launch.argv)
@@ -176,7 +191,7 @@ def cmd_keygen() -> int:
 
 def cmd_sign(root: Path, name: str, args: argparse.Namespace, cache: Cache) -> int:
     from . import lockfile, signing, update
-    from .pipeline import build, epoch_of
+    from .pipeline import build
 
     hosttools.ensure(hosttools.BUILD_TOOLS)
     project = _project(root, name, args)
@@ -184,7 +199,7 @@ def cmd_sign(root: Path, name: str, args: argparse.Namespace, cache: Cache) -> i
     result = build(project, cache, output_dir(root, project.board.name, args.output))
     out = output_dir(root, project.board.name, args.output) / update.file_name(
         project.board.platform, project.board.image_version)
-    epoch = epoch_of(lockfile.read(project.board.lockfile))
+    epoch = lockfile.source_date_epoch(lockfile.read(project.board.lockfile))
     update.make(project.board.platform, project.board.image_version, result.boot_image, key, out, epoch)
     log.info(f"{project.board.name}: signed update {out} ({out.stat().st_size / 1e6:.1f} MB, "
              f"key {key.fingerprint})")
@@ -249,12 +264,14 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_build(root, list_boards(root), args, cache)
         if words == ["keygen"]:
             return cmd_keygen()
+        if words == ["clean"]:
+            return cmd_clean(cache, args.keep_days)
         if len(words) == 2 and words[0] == "sign":
             return cmd_sign(root, words[1], args, cache)
         if len(words) == 2 and words[0] in ("run", "lock", "show"):
             verb, board = words
             if verb == "run":
-                return cmd_run(root, board, args)
+                return cmd_run(root, board, args, cache)
             if verb == "lock":
                 return cmd_lock(root, board, cache)
             return cmd_show(root, board)

@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 from .cache import sha256_file
-from .errors import ConfigError
-from .schema import load, one_of, parse_size, positive, read_toml, setting, size_check
+from .errors import ConfigError, ConfigErrors
+from .schema import load, load_layers, one_of, parse_size, positive, read_toml, setting, size_check
 
 ARCHES = ("amd64", "arm64", "armel", "armhf")
 # What each way of booting needs from Debian: GRUB's i386-pc modules come from the
@@ -129,6 +129,9 @@ class Recipe:
     packages: tuple[str, ...] = setting("Debian binary packages to install", default=())
     exclude_packages: tuple[str, ...] = setting(
         "dependencies not to download (their files are never needed)", default=())
+    common: Selection = setting("what goes into both the root filesystem and the ramdisk "
+                                "(added to each one's own selection, which wins on a clash)",
+                                default=Selection())
     rootfs: Selection = setting("what goes into the root filesystem", default=Selection())
     ramdisk: Selection = setting("what goes into the rescue/installer ramdisk",
                                  default=Selection())
@@ -142,14 +145,32 @@ class Recipe:
         return self.path.parent / self.name / image
 
 
+def _with_common(common: Selection, own: Selection) -> Selection:
+    """One image's selection with the recipe's common one added: lists joined (common
+    first, no repeats), tables merged (own wins), a value own leaves empty taken from common."""
+    values = {}
+    for f in dataclasses.fields(Selection):
+        a, b = getattr(common, f.name), getattr(own, f.name)
+        if isinstance(a, tuple):
+            values[f.name] = tuple(dict.fromkeys(a + b))
+        elif isinstance(a, dict):
+            values[f.name] = {**a, **b}
+        else:
+            values[f.name] = b or a
+    return Selection(**values)
+
+
 def load_recipe(path: Path) -> Recipe:
     recipe = load(Recipe, read_toml(path), path)
-    for image in ("rootfs", "ramdisk"):
-        for target, spec in getattr(recipe, image).modes.items():
-            if not re.fullmatch(r"[0-7]{3,4} \d+:\d+", str(spec)):
-                raise ConfigError(path, f"{image}.modes.{target}",
-                                  f"{spec!r} is not 'MODE UID:GID' (e.g. '0600 0:0')")
-    return dataclasses.replace(recipe, name=path.stem, path=path)
+    errors = [ConfigError(path, f"{image}.modes.{target}", f"{spec!r} is not 'MODE UID:GID' (e.g. '0600 0:0')")
+              for image in ("common", "rootfs", "ramdisk")
+              for target, spec in getattr(recipe, image).modes.items()
+              if not re.fullmatch(r"[0-7]{3,4} \d+:\d+", str(spec))]
+    if errors:
+        raise ConfigErrors.of(errors)
+    return dataclasses.replace(recipe, name=path.stem, path=path,
+                               rootfs=_with_common(recipe.common, recipe.rootfs),
+                               ramdisk=_with_common(recipe.common, recipe.ramdisk))
 
 
 # -- boards ---------------------------------------------------------------------------------
@@ -283,27 +304,50 @@ class Board:
 MACHINE_ONLY = ("name", "description", "storage", "ram_mb", "cpus", "qemu", "path")
 
 
+def _board_layers(path: Path) -> list[tuple[Path, dict]]:
+    """The board file, after the shared base it names with `include` (boards/common/NAME.toml,
+    next to the board): boards that differ in a few keys write only those."""
+    table = read_toml(path)
+    if "include" not in table:
+        return [(path, table)]
+    name = table.pop("include")
+    common = path.parent / "common"
+    known = ", ".join(sorted(p.stem for p in common.glob("*.toml"))) or "none"
+    if not isinstance(name, str) or _name(name) is not None:
+        raise ConfigError(path, "include", f"{name!r} is not the name of a shared base; bases: {known}")
+    base = common / f"{name}.toml"
+    if not base.is_file():
+        raise ConfigError(path, "include", f"no shared base {name!r} in {common}; bases: {known}")
+    base_table = read_toml(base)
+    if "include" in base_table:
+        raise ConfigError(base, "include", "a shared base cannot include another; one level only")
+    return [(base, base_table), (path, table)]
+
+
 def load_board(path: Path) -> Board:
-    board = load(Board, read_toml(path), path)
+    board = load_layers(Board, _board_layers(path))
+    errors: list[ConfigError] = []
     if board.name != path.stem:
-        raise ConfigError(path, "name", f"{board.name!r} must match the file name {path.stem!r}")
+        errors.append(ConfigError(path, "name", f"{board.name!r} must match the file name {path.stem!r}"))
     # The OVA's descriptor says 64-bit x86 Debian on a disk of disk_size; a VHDX is the VM's
     # whole disk for Hyper-V, which runs x86 guests only.
     for key, what in (("ova", "an OVA"), ("vhdx", "a VHDX")):
         if getattr(board.outputs, key) and (board.arch != "amd64" or board.outputs.raw_size != "disk"):
-            raise ConfigError(path, f"outputs.{key}", f"{what} is made for an amd64 virtual machine whose "
-                              "raw image is the whole disk (arch = 'amd64', outputs.raw_size = 'disk')")
+            errors.append(ConfigError(path, f"outputs.{key}", f"{what} is made for an amd64 virtual machine "
+                                      "whose raw image is the whole disk (arch = 'amd64', outputs.raw_size = 'disk')"))
     k = board.kernel
     if bool(k.file) != bool(k.sha256):
-        raise ConfigError(path, "kernel.sha256" if k.file else "kernel.file",
-                          "a vendor kernel needs both kernel.file and kernel.sha256")
-    if k.file:
+        errors.append(ConfigError(path, "kernel.sha256" if k.file else "kernel.file",
+                                  "a vendor kernel needs both kernel.file and kernel.sha256"))
+    elif k.file:
         vendor = (path.parent / k.file).resolve()
         if not vendor.is_file():
-            raise ConfigError(path, "kernel.file", f"{vendor} does not exist")
-        if sha256_file(vendor) != k.sha256:
-            raise ConfigError(path, "kernel.sha256", f"{vendor} has SHA-256 {sha256_file(vendor)}, "
-                              f"not the {k.sha256} the board names; refused")
+            errors.append(ConfigError(path, "kernel.file", f"{vendor} does not exist"))
+        elif (found := sha256_file(vendor)) != k.sha256:
+            errors.append(ConfigError(path, "kernel.sha256", f"{vendor} has SHA-256 {found}, "
+                                      f"not the {k.sha256} the board names; refused"))
+    if errors:
+        raise ConfigErrors.of(errors)
     return dataclasses.replace(board, path=path)
 
 
@@ -329,7 +373,7 @@ class Project:
         return tuple(sorted({p for r in self.recipes for p in r.exclude_packages}))
 
 
-def find_root(start: Path | None = None) -> Path:
+def find_root() -> Path:
     """The project directory: where boards/ lives (the checkout this module belongs to)."""
     return Path(__file__).resolve().parent.parent
 

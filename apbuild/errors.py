@@ -24,6 +24,23 @@ class ConfigError(ApbuildError):
         super().__init__(where + message)
 
 
+class ConfigErrors(ConfigError):
+    """Several mistakes in definitions, reported together: one 'FILE: KEY: message' line
+    each (the CLI prints 'error: ' before every line), so one run shows all of them."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        first = errors[0]
+        super().__init__(first.file, first.key, first.message)
+        self.errors = errors
+        self.args = ("\nerror: ".join(str(e) for e in errors),)
+
+    @staticmethod
+    def of(errors: list[ConfigError]) -> ConfigError:
+        """One error as itself, several as one ConfigErrors (nested ones flattened)."""
+        flat = [e for err in errors for e in getattr(err, "errors", [err])]
+        return flat[0] if len(flat) == 1 else ConfigErrors(flat)
+
+
 class MissingToolError(ApbuildError):
     """A host program is not installed; names the Debian package that provides it."""
 

@@ -9,12 +9,13 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive flock on path (created if missing) for the block: another process
-    asking for the same lock waits. The lock goes with the process, even when it is killed."""
+def locked(path: Path, *, shared: bool = False) -> Iterator[None]:
+    """Hold a flock on path (created if missing) for the block: exclusive, or shared with
+    other shared holders. Whoever cannot have it waits. The lock goes with the process,
+    even when it is killed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        fcntl.flock(f, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
             yield
         finally:

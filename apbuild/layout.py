@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .config import Layout, Partition
+from .config import Layout
 from .schema import parse_size
 
 SECTOR = 512
@@ -59,6 +59,3 @@ def place(layout: Layout) -> list[Placement]:
 def by_name(placements: list[Placement]) -> dict[str, Placement]:
     return {p.name: p for p in placements}
 
-
-def boot_partition(layout: Layout) -> Partition:
-    return next(p for p in layout.partitions if p.made_by == "build")

@@ -14,7 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ApbuildError, ConfigError
 
 FORMAT = 1
 
@@ -90,3 +90,19 @@ def diff(old: Lockfile, new: Lockfile) -> list[tuple[str, str | None, str | None
     after = {p.name: p.version for p in new.packages}
     return [(n, before.get(n), after.get(n)) for n in sorted(before.keys() | after.keys())
             if before.get(n) != after.get(n)]
+
+
+def source_date_epoch(lock: Lockfile) -> int:
+    """The build's clock: SOURCE_DATE_EPOCH when set, else the newest package's date."""
+    if value := os.environ.get("SOURCE_DATE_EPOCH"):
+        return int(value)
+    return lock.epoch
+
+
+def kernel_version(lock: Lockfile) -> str:
+    """The one versioned linux-image package's version (its modules' directory name)."""
+    names = [p.name[len("linux-image-"):] for p in lock.packages
+             if p.name.startswith("linux-image-") and p.name[len("linux-image-")][0].isdigit()]
+    if len(names) != 1:
+        raise ApbuildError(f"expected one versioned linux-image package in the lockfile, found {names}")
+    return names[0]

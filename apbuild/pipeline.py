@@ -83,31 +83,16 @@ def ensure_lock(project: Project, cache: Cache) -> lockfile.Lockfile:
     return lock
 
 
-def epoch_of(lock: lockfile.Lockfile) -> int:
-    if value := os.environ.get("SOURCE_DATE_EPOCH"):
-        return int(value)
-    return lock.epoch
-
-
-def kernel_version(lock: lockfile.Lockfile) -> str:
-    names = [p.name[len("linux-image-"):] for p in lock.packages
-             if p.name.startswith("linux-image-") and p.name[len("linux-image-")][0].isdigit()]
-    if len(names) != 1:
-        raise ApbuildError(f"expected one versioned linux-image package in the lockfile, found {names}")
-    return names[0]
-
-
 class Build:
     """One board's build: holds the inputs every stage needs, computes keys, runs stages."""
 
-    def __init__(self, project: Project, cache: Cache, output: Path) -> None:
+    def __init__(self, project: Project, cache: Cache) -> None:
         self.project = project
         self.board = project.board
         self.cache = cache
-        self.output = output
         self.did_work = False
         self.lock = ensure_lock(project, cache)
-        self.epoch = epoch_of(self.lock)
+        self.epoch = lockfile.source_date_epoch(self.lock)
         # The image carries the public half: it accepts only updates signed with this key.
         self.update_key = signing.ensure_key(signing.default_dir())
         self.base_inputs = {
@@ -152,13 +137,12 @@ class Build:
         return {
             "board": rootfs.ImageBoard(self.board),
             "label": self.board.image_version,
-            "layout": self.project.layout,
             "part": parts,
             "partitions_physical": self.placements,
             "disk_id": f"0x{self.disk_id:08x}",
             "boot_files": self.board.boot_files,
             "cmdline": self.board.kernel.cmdline,
-            "kernel_version": kernel_version(self.lock),
+            "kernel_version": lockfile.kernel_version(self.lock),
             "platform": self.board.platform,
             "salt": self.board.platform,
             "update_public_key": self.update_key.public_pem.decode().strip(),
@@ -294,7 +278,7 @@ class Build:
             if k.compress == "gzip":
                 data = gzip.compress(data, compresslevel=9, mtime=0)
             (work / "vmlinuz").write_bytes(data)
-        package = next(p for p in self.lock.packages if p.name == f"linux-image-{kernel_version(self.lock)}")
+        package = next(p for p in self.lock.packages if p.name == f"linux-image-{lockfile.kernel_version(self.lock)}")
         source = {"vendor": k.sha256} if k.file else {"package": package.sha256, "image": k.image}
         return self.stage("kernel", {**source, "compress": k.compress}, build, base=False) / "vmlinuz"
 
@@ -391,27 +375,18 @@ def _disk_stage(build: Build, boot_dir: Path) -> Path:
             disk.Placed(number=first.number, start=first.start, size=size, type=first.mbr_type,
                         bootable=True, image=boot_img)])
         if build.board.bootloader == "grub-bios":
-            grub_dir = work / "grub"
-            pool = build.pool()
-            sub = Tree()
-            for p, e in pool:
-                if p.startswith("/usr/lib/grub/i386-pc/"):
-                    sub.add(p[len("/usr/lib/grub/i386-pc"):], e)
-            if not sub.entries:
-                raise ApbuildError(f"{build.board.path}: bootloader 'grub-bios' needs the package "
-                                   f"grub-pc-bin in a recipe")
-            sub.entries.pop("/", None)
-            sub.write_dir(grub_dir)
-            core = work / "core.img"
-            bootloader.grub_core_image(grub_dir, core)
-            bootloader.install_grub_bios(raw, grub_dir, core, first.start)
-            shutil.rmtree(grub_dir)
-            core.unlink()
+            bootloader.install_from_pool(raw, build.pool(), first.start, work, build.board.path)
     return build.stage("disk", inputs, make, base=False) / "disk.img"
 
 
 def build(project: Project, cache: Cache, output: Path) -> BuildResult:
-    b = Build(project, cache, output)
+    # `./build.py clean` waits until no build runs before it removes anything.
+    with cache.in_use():
+        return _build(project, cache, output)
+
+
+def _build(project: Project, cache: Cache, output: Path) -> BuildResult:
+    b = Build(project, cache)
     boot_dir = _boot_stage(b)
     raw = _disk_stage(b, boot_dir)
     from . import outputs as out

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import ConfigError
+from .errors import ConfigError, ConfigErrors
 
 T = TypeVar("T")
 Check = Callable[[Any], str | None]  # returns an error message, or None when fine
@@ -99,7 +99,15 @@ def _convert(tp: Any, value: Any, file: Path, key: str) -> Any:
         (inner, *_) = typing.get_args(tp)
         if not isinstance(value, list):
             raise ConfigError(file, key, f"{value!r} is not {_type_name(tp)}")
-        return tuple(_convert(inner, v, file, f"{key}[{i}]") for i, v in enumerate(value))
+        items, errors = [], []
+        for i, v in enumerate(value):
+            try:
+                items.append(_convert(inner, v, file, f"{key}[{i}]"))
+            except ConfigError as e:
+                errors.append(e)
+        if errors:
+            raise ConfigErrors.of(errors)
+        return tuple(items)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(file, key, f"expected a table, got {value!r}")
@@ -110,44 +118,75 @@ def _convert(tp: Any, value: Any, file: Path, key: str) -> Any:
 
 
 def load(cls: type[T], table: dict[str, Any], file: Path, prefix: str = "") -> T:
-    """Build cls from a TOML table; every problem names the file and the dotted key."""
+    """Build cls from a TOML table; every problem names the file and the dotted key, and
+    all of a table's problems are reported at once (ConfigErrors), not only the first."""
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    # Fields without help (a definition's path, a recipe's name) are set by the loader.
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and "help" in f.metadata}
     allowed = sorted(fields)
+    errors: list[ConfigError] = []
     for key in table:
         if key not in fields:
             dotted = f"{prefix}.{key}" if prefix else key
-            raise ConfigError(file, dotted, f"unknown key; allowed keys here: {', '.join(allowed)}")
+            errors.append(ConfigError(file, dotted, f"unknown key; allowed keys here: {', '.join(allowed)}"))
     values: dict[str, Any] = {}
     for name, field in fields.items():
         dotted = f"{prefix}.{name}" if prefix else name
         if name not in table:
             if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
                 help_text = field.metadata.get("help", "")
-                raise ConfigError(file, dotted, f"missing; required ({help_text})")
+                errors.append(ConfigError(file, dotted, f"missing; required ({help_text})"))
             continue
-        value = _convert(hints[name], table[name], file, dotted)
+        try:
+            value = _convert(hints[name], table[name], file, dotted)
+        except ConfigError as e:
+            errors.append(e)
+            continue
         check = field.metadata.get("check")
         if check is not None:
             items = value if isinstance(value, tuple) and not dataclasses.is_dataclass(value) else (value,)
-            for item in items:
-                if (problem := check(item)) is not None:
-                    raise ConfigError(file, dotted, problem)
+            problems = [p for item in items if (p := check(item)) is not None]
+            if problems:
+                errors.append(ConfigError(file, dotted, problems[0]))
+                continue
         values[name] = value
+    if errors:
+        raise ConfigErrors.of(errors)
     return cls(**values)
 
 
-def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(key, type, help) for every setting of cls, nested tables included: for docs."""
-    rows = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
-        key = f"{prefix}.{f.name}" if prefix else f.name
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            rows.extend(describe(tp, key))
-        else:
-            rows.append((key, _type_name(tp), f.metadata.get("help", "")))
-    return rows
+def merge_layers(layers: list[tuple[Path, dict[str, Any]]]) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Tables read in order, a later one overriding an earlier one key by key (sub-tables
+    merge, lists and values are replaced): the merged table and, per dotted key, the file
+    that set it."""
+    merged: dict[str, Any] = {}
+    origins: dict[str, Path] = {}
+
+    def into(target: dict[str, Any], table: dict[str, Any], file: Path, prefix: str) -> None:
+        for key, value in table.items():
+            dotted = f"{prefix}.{key}" if prefix else key
+            if isinstance(value, dict) and isinstance(target.get(key), dict):
+                into(target[key], value, file, dotted)
+            else:
+                target[key] = dict(value) if isinstance(value, dict) else value
+                origins[dotted] = file
+    for file, table in layers:
+        into(merged, table, file, "")
+    return merged, origins
+
+
+def load_layers(cls: type[T], layers: list[tuple[Path, dict[str, Any]]]) -> T:
+    """load() over merged layers; each error names the file that wrote the key (the last
+    layer for a missing key)."""
+    merged, origins = merge_layers(layers)
+    top = layers[-1][0]
+    try:
+        return load(cls, merged, top)
+    except ConfigError as e:
+        def placed(err: ConfigError) -> ConfigError:
+            parts = err.key.replace("[", ".[").split(".")
+            for n in range(len(parts), 0, -1):
+                if (file := origins.get(".".join(parts[:n]).replace(".[", "["))) is not None:
+                    return ConfigError(file, err.key, err.message)
+            return ConfigError(top, err.key, err.message)
+        raise ConfigErrors.of([placed(err) for err in getattr(e, "errors", [e])]) from None

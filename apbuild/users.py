@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
-import warnings
 
 from .config import Project
-from .errors import ConfigError
+from .errors import ApbuildError, ConfigError
 from .tree import FILE, Entry, Tree
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import crypt  # SHA-512 crypt, as busybox login and dropbear check it
+
+def _libcrypt() -> ctypes.CDLL:
+    # Python's crypt module is gone in 3.13; it wrapped this same C library (libxcrypt,
+    # Debian's essential libcrypt1), which is also what the host's login checks against.
+    name = ctypes.util.find_library("crypt") or "libcrypt.so.1"
+    try:
+        lib = ctypes.CDLL(name)
+    except OSError as e:
+        raise ApbuildError(f"libcrypt ({name}) cannot be loaded: {e}; install libcrypt1") from None
+    lib.crypt.restype = ctypes.c_char_p
+    lib.crypt.argtypes = (ctypes.c_char_p, ctypes.c_char_p)
+    return lib
 
 
 def sha512_crypt(password: str, salt_source: str) -> str:
@@ -20,7 +30,10 @@ def sha512_crypt(password: str, salt_source: str) -> str:
     alphabet = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
     digest = hashlib.sha256(salt_source.encode()).digest()
     salt = "".join(alphabet[b % 64] for b in digest[:16])
-    return crypt.crypt(password, f"$6${salt}$")
+    hashed = _libcrypt().crypt(password.encode(), f"$6${salt}$".encode())
+    if not hashed or not hashed.startswith(b"$6$"):
+        raise ApbuildError("libcrypt made no SHA-512 crypt hash")
+    return hashed.decode()
 
 
 def user_files(project: Project, salt: str, shell: str = "") -> Tree:

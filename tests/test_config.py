@@ -1,5 +1,6 @@
 """Board, layout and recipe files: loaded strictly, every error names file, key, allowed."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -124,8 +125,10 @@ def vendor_board(tmp_path: Path, sha256: str) -> Path:
     """ipx10 with a vendor kernel given as a local file (a fixture made here)."""
     (tmp_path / "vendor").mkdir(exist_ok=True)
     (tmp_path / "vendor" / "zImage").write_bytes(b"vendor kernel fixture\n" * 100)
+    shutil.copytree(ROOT / "boards" / "common", tmp_path / "common", dirs_exist_ok=True)
     text = (ROOT / "boards" / "ipx10.toml").read_text().replace('name = "ipx10"', 'name = "vendorbox"')
-    text = text.replace('[kernel]\n', f'[kernel]\nfile = "vendor/zImage"\nsha256 = "{sha256}"\n')
+    # The board's own [kernel] table adds to the shared base's, key by key.
+    text += f'[kernel]\nfile = "vendor/zImage"\nsha256 = "{sha256}"\n'
     path = tmp_path / "vendorbox.toml"
     path.write_text(text)
     (tmp_path / "vendorbox.lock").write_bytes((ROOT / "boards" / "ipx10.lock").read_bytes())
@@ -149,7 +152,7 @@ def test_vendor_kernel_file_goes_to_sda1_as_it_is(tmp_path):
     content = b"vendor kernel fixture\n" * 100
     path = vendor_board(tmp_path, hashlib.sha256(content).hexdigest())
     project = load_project(ROOT, str(path))
-    kernel = Build(project, Cache(tmp_path / "cache"), tmp_path / "out").kernel_image()
+    kernel = Build(project, Cache(tmp_path / "cache")).kernel_image()
     assert kernel.read_bytes() == content
 
 
@@ -168,3 +171,32 @@ def test_a_template_cannot_read_what_boards_sharing_an_image_differ_in(tmp_path)
     (overlay / "bad.j2").write_text("max = {{ board.ram_mb // 4 }}\n")
     with pytest.raises(ConfigError, match=r"bad.j2.*board.ram_mb is the machine's"):
         render_overlay(tmp_path / "rootfs", {"board": ImageBoard(board)}, "demo")
+
+
+def test_a_definition_with_several_mistakes_reports_each_of_them():
+    bad = ROOT / "tests" / "data" / "bad-board" / "three-mistakes.toml"
+    with pytest.raises(ConfigError) as err:
+        load_board(bad)
+    lines = str(err.value).split("\nerror: ")
+    assert [line.split(": ")[1] for line in lines] == ["colour", "arch", "kernel.image"], lines
+    assert all(line.startswith(f"{bad}: ") for line in lines)
+
+
+def test_boards_sharing_a_base_write_only_their_machine(tmp_path):
+    ipx10, ipx11 = (load_board(ROOT / "boards" / f"{b}.toml") for b in ("ipx10", "ipx11"))
+    assert ipx10.image_settings() == ipx11.image_settings()
+    assert (ipx10.ram_mb, ipx11.ram_mb) == (256, 1536) and ipx10.kernel.package == "linux-image-armmp"
+    # A mistake in the shared base names the base's file; one in the board names the board.
+    shutil.copytree(ROOT / "boards" / "common", tmp_path / "common")
+    base = tmp_path / "common" / "armel-gateway.toml"
+    base.write_text(base.read_text().replace('arch = "armel"', 'arch = "mips"'))
+    board = tmp_path / "ipx10.toml"
+    board.write_text((ROOT / "boards" / "ipx10.toml").read_text().replace("ram_mb = 256", "ram_mb = 0"))
+    with pytest.raises(ConfigError) as err:
+        load_board(board)
+    assert str(err.value).split("\nerror: ") == [
+        f"{base}: arch: 'mips' is not allowed; use one of: amd64, arm64, armel, armhf",
+        f"{board}: ram_mb: 0 must be greater than 0"]
+    board.write_text(board.read_text().replace('"armel-gateway"', '"armel-gatway"'))
+    with pytest.raises(ConfigError, match=r"ipx10.toml: include: no shared base 'armel-gatway' .*bases: armel-gateway"):
+        load_board(board)

@@ -26,7 +26,7 @@ def test_ext2_ramdisk_boots_its_setup_from_inittab(tmp_path):
 
     project = load_project(ROOT, str(board))
     assert project.board.boot_files["ramdisk"] == "ramdisk.ext2.xz"
-    ramdisk = Build(project, shared, tmp_path / "out").ramdisk()
+    ramdisk = Build(project, shared).ramdisk()
     assert ramdisk.name == "ramdisk.ext2.xz"
     image = tmp_path / "ramdisk.ext2"
     image.write_bytes(lzma.decompress(ramdisk.read_bytes()))
