@@ -19,7 +19,8 @@ from apbuild import signing, update
 from apbuild.cache import Cache, default_root
 from apbuild.config import find_root, load_project
 from apbuild.lockfile import read as read_lock
-from apbuild.pipeline import build, epoch_of
+from apbuild.lockfile import source_date_epoch
+from apbuild.pipeline import build
 
 ADMIN = ("admin", "ipapps")
 ROOT = find_root()
@@ -42,7 +43,7 @@ def make_updates(name: str, tmp: Path, base_version: str | None = None) -> Updat
     new = str(int(old) + 1)
     board = dataclasses.replace(project.board, image_version=new)
     result = build(dataclasses.replace(project, board=board), Cache(default_root()), tmp / "out")
-    epoch = epoch_of(read_lock(project.board.lockfile))
+    epoch = source_date_epoch(read_lock(project.board.lockfile))
     platform = project.board.platform
     good = update.make(platform, new, result.boot_image, signing.key_in(signing.default_dir()),
                        tmp / "good.update", epoch)

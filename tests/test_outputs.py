@@ -11,8 +11,9 @@ import pytest
 from apbuild.cache import Cache, default_root
 from apbuild.config import find_root, load_project
 from apbuild.lockfile import read as read_lock
+from apbuild.lockfile import source_date_epoch
 from apbuild.manifest import sha256_sparse
-from apbuild.pipeline import build, epoch_of
+from apbuild.pipeline import build
 from apbuild.run import run
 
 ROOT = find_root()
@@ -64,7 +65,7 @@ def test_build_manifest_names_every_output_with_its_hash(vm):
     for name, entry in listed.items():
         assert entry["size"] == (out / name).stat().st_size
         assert entry["sha256"] == sha256_sparse(out / name), name
-    assert manifest["source_date_epoch"] == epoch_of(read_lock(project.board.lockfile))
+    assert manifest["source_date_epoch"] == source_date_epoch(read_lock(project.board.lockfile))
 
 
 def test_sbom_lists_every_locked_package_and_is_valid(vm):
