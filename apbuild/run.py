@@ -122,8 +122,8 @@ def spawn(
     timeout: float | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start argv and give the block its Popen, to feed its stdin or read its stdout as the
-    data comes. When the block ends, the pipes the block did not close are closed and the
-    command is waited for (up to timeout seconds from then): CommandError with the end of its
+    data comes. When the block ends, stdin is closed, what is left of stdout is read and
+    dropped, and the command is waited for (up to timeout seconds from then): CommandError with the end of its
     stderr if it failed, CommandTimeout if it did not finish. If the block raises, the
     command is killed. stderr goes to a file, not a pipe, so a chatty command cannot stall
     while the block is busy with its stdout."""
@@ -139,21 +139,20 @@ def spawn(
                 if pipe is not None:
                     pipe.close()
             raise
-        finally:
-            if proc.stdin is not None:
-                proc.stdin.close()
-        if proc.stdout is not None:
-            # What the block left unread is read and dropped: a closed pipe would kill a
-            # command that is still writing (a tar's padding after its end-of-archive).
-            while proc.stdout.read(1 << 16):
-                pass
-            proc.stdout.close()
+        if proc.stdin is not None:
+            proc.stdin.close()
+            proc.stdin = None  # closed: communicate() must not flush it
+        if proc.stdout is not None and proc.stdout.closed:
+            proc.stdout = None
         try:
-            returncode = proc.wait(timeout)
+            # Reads and drops what the block left of stdout: a closed pipe would kill a
+            # command that is still writing (a tar's padding after its end-of-archive).
+            proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
             raise CommandTimeout(args, timeout or 0) from None
+        returncode = proc.returncode
         errors.seek(0)
         stderr = errors.read().decode(errors="replace")
     if log.verbosity() >= 2 and stderr:
