@@ -21,6 +21,7 @@ def _requirements(with_tests: bool) -> list[Path]:
 # When PyPI cannot be reached, the same libraries come from the Debian mirror the build
 # needs anyway; the requirement files' lower bounds are what bookworm ships.
 DEBIAN_PACKAGES = {"jinja2": "python3-jinja2", "pyelftools": "python3-pyelftools",
+                   "python-debian": "python3-debian",
                    "pytest": "python3-pytest", "pytest-xdist": "python3-pytest-xdist",
                    "pexpect": "python3-pexpect",
                    "paramiko": "python3-paramiko", "lxml": "python3-lxml"}

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from . import log
-from .files import locked
 from .errors import IntegrityError
+from .files import data_blocks, locked
 
 MANIFEST = ".apbuild-manifest.json"
 
@@ -74,21 +74,9 @@ def fingerprint(path: Path) -> str:
     h.update(f"size={size}\n".encode())
     zero = bytes(BLOCK)
     with open(path, "rb") as f:
-        fd = f.fileno()
-        block = 0
-        while block * BLOCK < size:
-            try:
-                start = os.lseek(fd, block * BLOCK, os.SEEK_DATA)
-            except OSError:  # ENXIO: only a hole is left
-                break
-            block = start // BLOCK
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            while block * BLOCK < end:
-                f.seek(block * BLOCK)
-                data = f.read(BLOCK)
-                if data != zero[: len(data)]:
-                    h.update(block.to_bytes(8, "little") + data)
-                block += 1
+        for at, data in data_blocks(f, BLOCK):
+            if data != zero[: len(data)]:
+                h.update((at // BLOCK).to_bytes(8, "little") + data)
     return h.hexdigest()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from . import hosttools, log
 from .cache import Cache, default_root
 from .config import find_root, list_boards, load_project
 from .errors import ApbuildError
-from .run import run
+from .run import interactive, run
 
 USAGE = """\
 ./build.py BOARD [--output DIR]     build a board (a name under boards/ or a .toml path)
@@ -108,7 +107,7 @@ def cmd_run(root: Path, board: str, args: argparse.Namespace, cache: Cache) -> i
                          accel=choose_accel(b, kernel, cache.root))
         log_launch(launch)
         log.info(f"booting {image} (ssh: port 2222, http: 8080, https: 8443; quit with Ctrl-A X)")
-        return subprocess.call(launch.argv)
+        return interactive(launch.argv)
     # A gateway: the installation image written onto a disk of the board's size, booted by
     # the emulated loader, which starts the next boot whenever the guest reboots.
     disk = out / f"{b.name}-disk.img"
@@ -127,7 +126,7 @@ def cmd_run(root: Path, board: str, args: argparse.Namespace, cache: Cache) -> i
         log_launch(launch)
         log.info(f"loader: booting {loaded.mode} from {disk.name} (ssh: port 2222, http: port 8080; "
                  f"quit with Ctrl-A X)")
-        rc = subprocess.call(launch.argv)
+        rc = interactive(launch.argv)
         if rc != 0 or RESET_MARKER not in serial_log.read_bytes():
             return rc
 
@@ -239,7 +238,7 @@ def cmd_test(root: Path, extra: list[str]) -> int:
     argv = [sys.executable, "-m", "pytest", *([] if named else ["tests", "qemu-tests"]),
             *_parallel(extra), *extra]
     log.info("+ " + " ".join(argv[2:]))
-    return subprocess.call(argv, cwd=root)
+    return interactive(argv, cwd=root)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,19 +15,20 @@ import lzma
 import posixpath
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import log
+from debian import deb822
+
+from . import control, log
 from .cache import Cache, sha256_file
 from .errors import ApbuildError, IntegrityError
 from .lockfile import LockedPackage, Lockfile
 from .mirror import Source
-from .run import require
+from .run import run
 
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 SYNC_HINTS = ("File has unexpected size", "Mirror sync in progress", "Hash Sum mismatch")
@@ -79,8 +80,7 @@ def verify_inrelease(data: bytes, keyring: Path, what: str) -> str:
     with tempfile.NamedTemporaryFile(suffix=".InRelease") as f:
         f.write(data)
         f.flush()
-        proc = subprocess.run([require("gpgv"), "--keyring", str(keyring), "--output", "-", f.name],
-                              capture_output=True)
+        proc = run(["gpgv", "--keyring", keyring, "--output", "-", f.name], check=False)
     if proc.returncode != 0:
         detail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no detail"]
         raise IntegrityError(f"{what}: InRelease signature is not valid against {keyring} ({detail[0]}); refused")
@@ -88,18 +88,9 @@ def verify_inrelease(data: bytes, keyring: Path, what: str) -> str:
 
 
 def parse_release(text: str, source: Source, raw: bytes = b"") -> Release:
-    date = ""
-    sums: dict[str, tuple[str, int]] = {}
-    section = None
-    for line in text.splitlines():
-        if line.startswith("Date:"):
-            date = line.split(":", 1)[1].strip()
-        if line and not line[0].isspace():
-            section = line.split(":", 1)[0]
-            continue
-        if section == "SHA256" and line.strip():
-            digest, size, path = line.split()
-            sums[path] = (digest, int(size))
+    release = deb822.Release(text)
+    date = release.get("Date", "")
+    sums = {f["name"]: (f["sha256"], int(f["size"])) for f in release.get("SHA256", [])}
     if not date or not sums:
         raise IntegrityError(f"{source.uri} {source.suite}: InRelease has no Date or SHA256 list")
     return Release(source, date, sums, raw)
@@ -119,16 +110,19 @@ def fetch_release(source: Source, keyring: Path, cache: Cache) -> Release:
     return parse_release(text, source, raw)
 
 
-def parse_packages(text: str) -> dict[tuple[str, str], dict[str, str]]:
+_PACKAGE = re.compile(r"^Package:[ \t]*(\S+)", re.MULTILINE)
+_VERSION = re.compile(r"^Version:[ \t]*(\S+)", re.MULTILINE)
+
+
+def parse_packages(text: str) -> dict[tuple[str, str], str]:
+    """Each stanza's text of a Packages index by (name, version). Only the stanzas apt
+    chooses are parsed as deb822 (control.fields): python-debian reads all of bookworm's
+    66 000 in 30 s, ten times what the rest of a lock takes."""
     out = {}
     for stanza in text.split("\n\n"):
-        fields: dict[str, str] = {}
-        for line in stanza.splitlines():
-            if line and not line[0].isspace() and ":" in line:
-                key, value = line.split(":", 1)
-                fields[key] = value.strip()
-        if "Package" in fields and "Version" in fields:
-            out[(fields["Package"], fields["Version"])] = fields
+        name, version = _PACKAGE.search(stanza), _VERSION.search(stanza)
+        if name and version:
+            out[(name[1], version[1])] = stanza
     return out
 
 
@@ -169,7 +163,8 @@ def fetch_packages_index(release: Release, arch: str, cache: Cache) -> str:
     raise ApbuildError(f"{source.uri} {source.suite}: no Packages index for architecture {arch}")
 
 
-def _apt(state: Path, arch: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _apt(state: Path, arch: str, *args: str) -> tuple[int, str, str]:
+    """apt-get's exit status, stdout and stderr; apt reads only the state dir given."""
     opts = [
         f"-oAPT::Architecture={arch}", f"-oAPT::Architectures::={arch}",
         f"-oDir::State={state}/state", f"-oDir::State::status={state}/status",
@@ -179,10 +174,8 @@ def _apt(state: Path, arch: str, *args: str) -> subprocess.CompletedProcess[str]
         "-oAPT::Sandbox::User=root", "-oAcquire::Languages=none", "-oAPT::Install-Recommends=false",
         "-oAPT::Get::List-Cleanup=false",
     ]
-    argv = [require("apt-get"), *opts, *args]
-    log.detail("+ " + " ".join(argv))
-    return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                          env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"})
+    proc = run(["apt-get", *opts, *args], check=False)
+    return proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
 
 
 def _lists_name(uri: str) -> str:
@@ -209,12 +202,12 @@ def apt_resolve(arch: str, packages: tuple[str, ...], indexes: list[tuple[Releas
         (lists / f"{prefix}_InRelease").write_bytes(release.inrelease)
         (lists / f"{prefix}_{s.component}_binary-{arch}_Packages").write_text(text)
     (state / "sources.list").write_text("".join(lines))
-    proc = _apt(state, arch, "-s", "install", *packages)
-    if proc.returncode != 0:
-        raise ApbuildError(f"apt cannot resolve {' '.join(packages)} for {arch}:\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
-    found = re.findall(r"^Inst (\S+) \((\S+) ", proc.stdout, re.MULTILINE)
+    returncode, stdout, stderr = _apt(state, arch, "-s", "install", *packages)
+    if returncode != 0:
+        raise ApbuildError(f"apt cannot resolve {' '.join(packages)} for {arch}:\n{stdout[-1500:]}{stderr[-1500:]}")
+    found = re.findall(r"^Inst (\S+) \((\S+) ", stdout, re.MULTILINE)
     if not found:
-        raise ApbuildError(f"apt resolved nothing for {' '.join(packages)} ({arch}):\n{proc.stdout[-800:]}{proc.stderr[-800:]}")
+        raise ApbuildError(f"apt resolved nothing for {' '.join(packages)} ({arch}):\n{stdout[-800:]}{stderr[-800:]}")
     return [(name.split(":")[0], version) for name, version in found]
 
 
@@ -278,11 +271,12 @@ def _resolve_arch(arch, packages, exclude, releases, cache, keyring,
         if name in exclude:
             continue
         for release, index in reversed(indexes):  # security, updates, then the release
-            fields = index.get((name, version))
-            if fields is not None:
+            stanza = index.get((name, version))
+            if stanza is not None:
                 break
         else:
             raise IntegrityError(f"apt chose {name} {version}, which no verified Packages index lists")
+        fields = control.fields(stanza)
         source_pkg = fields.get("Source", name).split()[0]
         locked.append(LockedPackage(name, version, fields.get("Architecture", arch), release.source.suite,
                                     fields["Filename"], int(fields["Size"]), fields["SHA256"], source_pkg))

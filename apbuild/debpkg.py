@@ -9,13 +9,11 @@ from bookworm on, so two packages never disagree about where a file lives.
 from __future__ import annotations
 
 import json
-import subprocess
 import tarfile
 from pathlib import Path
 
 from .cache import Cache
-from .errors import CommandError
-from .run import require
+from .run import spawn
 from .tree import DIR, FILE, SYMLINK, Entry, Tree, norm
 
 USRMERGE = {"/bin": "/usr/bin", "/sbin": "/usr/sbin", "/lib": "/usr/lib",
@@ -58,13 +56,11 @@ def unpack(cache: Cache, deb: Path, sha256: str, name: str) -> Tree:
 
 
 def _unpack_into(deb: Path, work: Path, name: str) -> None:
-    proc = subprocess.Popen([require("dpkg-deb"), "--fsys-tarfile", str(deb)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     manifest: dict[str, list] = {}
     root = work / "root"
     count = 0
-    assert proc.stdout is not None
-    with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+    with spawn(["dpkg-deb", "--fsys-tarfile", deb]) as proc, \
+            tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
         for info in tar:
             path = merged(info.name)
             if path == "/":
@@ -91,8 +87,4 @@ def _unpack_into(deb: Path, work: Path, name: str) -> None:
                         f.write(chunk)
                 manifest[path] = [FILE, info.mode & 0o7777, info.uid, info.gid, f"{rel[:3]}/{rel}"]
             # device nodes and fifos in packages are not used by the appliance
-    stderr = proc.stderr.read() if proc.stderr else b""
-    if proc.wait() != 0:
-        raise CommandError(["dpkg-deb", "--fsys-tarfile", str(deb)], proc.returncode,
-                           stderr.decode(errors="replace"))
     (work / "manifest.json").write_text(json.dumps(manifest, sort_keys=True))

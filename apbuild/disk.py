@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from .errors import ApbuildError
+from .files import data_blocks, replacing
 from .run import run
 
 SECTOR = 512
@@ -59,32 +60,30 @@ def sfdisk_script(disk: Path, disk_id: int, parts: list[Placed]) -> str:
 
 
 def _copy_sparse(src: Path, dest_fd: int, offset: int) -> None:
+    """Write src's data at offset, leaving its holes and zero blocks unwritten (the fresh
+    disk file reads zeros there): the disk stays sparse."""
     block = 1 << 20
     zero = bytes(block)
     with open(src, "rb") as f:
-        pos = 0
-        while chunk := f.read(block):
+        for at, chunk in data_blocks(f, block):
             if chunk != zero[: len(chunk)]:
-                os.pwrite(dest_fd, chunk, offset + pos)
-            pos += len(chunk)
+                os.pwrite(dest_fd, chunk, offset + at)
 
 
 def make_mbr_disk(out: Path, disk_size: int, disk_id: int, parts: list[Placed]) -> Path:
     _check(disk_size, parts)
-    tmp = out.with_name(f".{out.name}.part")
-    tmp.unlink(missing_ok=True)
-    with open(tmp, "wb") as f:
-        f.truncate(disk_size)
-    run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", tmp],
-        input=sfdisk_script(tmp, disk_id, parts).encode())
-    fd = os.open(tmp, os.O_WRONLY)
-    try:
-        for p in parts:
-            if p.image is not None:
-                _copy_sparse(p.image, fd, p.start)
-    finally:
-        os.close(fd)
-    os.replace(tmp, out)
+    with replacing(out) as tmp:
+        with open(tmp, "wb") as f:
+            f.truncate(disk_size)
+        run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", tmp],
+            input=sfdisk_script(tmp, disk_id, parts).encode())
+        fd = os.open(tmp, os.O_WRONLY)
+        try:
+            for p in parts:
+                if p.image is not None:
+                    _copy_sparse(p.image, fd, p.start)
+        finally:
+            os.close(fd)
     return out
 
 

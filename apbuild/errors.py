@@ -76,3 +76,14 @@ class CommandError(ApbuildError):
 
 class IntegrityError(ApbuildError):
     """A download or cached artifact does not match its expected hash or signature."""
+
+
+class CommandTimeout(ApbuildError):
+    """A subprocess ran past its deadline and was killed."""
+
+    def __init__(self, argv: list[str], timeout: float) -> None:
+        import shlex
+
+        self.argv = argv
+        self.timeout = timeout
+        super().__init__(f'"{shlex.join(argv)}" did not finish within {timeout:g} s and was killed')

@@ -13,6 +13,7 @@ import tempfile
 import uuid as uuidlib
 from pathlib import Path
 
+from .files import replacing
 from .run import run
 
 BLOCK = 4096
@@ -49,17 +50,15 @@ def make_ext(fs: str, source: Path, out: Path, *, label: str, uuid: str, epoch: 
     if size_bytes is None:
         # Content plus 10% and 2 MiB for metadata (inode tables, group descriptors, journal-free).
         size_bytes = -(-int(needed * 1.10 + 2 * 2**20) // 2**20) * 2**20
-    tmp = out.with_name(f".{out.name}.part")
-    tmp.unlink(missing_ok=True)
-    with open(tmp, "wb") as f:
-        f.truncate(size_bytes)
     features = ["-O", "^has_journal,^resize_inode"] if fs == "ext2" else []
-    run(["mke2fs", "-q", "-F", "-t", fs, "-b", str(BLOCK), "-m", "0", "-N", str(inodes + 64),
-         "-L", label, "-U", uuid, "-E", f"hash_seed={uuid},root_owner=0:0,nodiscard",
-         *features, "-d", source, tmp, f"{size_bytes // BLOCK}"],
-        env={"E2FSPROGS_FAKE_TIME": str(epoch)})
-    _normalise(tmp, source, epoch, owner_root)
-    os.replace(tmp, out)
+    with replacing(out) as tmp:
+        with open(tmp, "wb") as f:
+            f.truncate(size_bytes)
+        run(["mke2fs", "-q", "-F", "-t", fs, "-b", str(BLOCK), "-m", "0", "-N", str(inodes + 64),
+             "-L", label, "-U", uuid, "-E", f"hash_seed={uuid},root_owner=0:0,nodiscard",
+             *features, "-d", source, tmp, f"{size_bytes // BLOCK}"],
+            env={"E2FSPROGS_FAKE_TIME": str(epoch)})
+        _normalise(tmp, source, epoch, owner_root)
     return out
 
 
@@ -107,15 +106,13 @@ def make_fat(source: Path, out: Path, *, label: str, epoch: int, size_bytes: int
         size_bytes = fat32_size(needed + 2**16)   # + the directories' clusters
     for path in _walk(source) + [source]:
         os.utime(path, (epoch, epoch), follow_symlinks=False)
-    tmp = out.with_name(f".{out.name}.part")
-    tmp.unlink(missing_ok=True)
     env = {"SOURCE_DATE_EPOCH": str(epoch), "MTOOLS_SKIP_CHECK": "1", "TZ": "UTC"}
-    run(["mkfs.fat", "-F", "32", "-s", "1", "-S", "512", "--invariant", "-n", label.upper()[:11],
-         "-C", tmp, str(size_bytes // 1024)], env=env)
     top = sorted(source.iterdir())
-    if top:
-        run(["mcopy", "-s", "-m", "-Q", "-i", tmp, *top, "::/"], env=env)
-    os.replace(tmp, out)
+    with replacing(out) as tmp:
+        run(["mkfs.fat", "-F", "32", "-s", "1", "-S", "512", "--invariant", "-n", label.upper()[:11],
+             "-C", tmp, str(size_bytes // 1024)], env=env)
+        if top:
+            run(["mcopy", "-s", "-m", "-Q", "-i", tmp, *top, "::/"], env=env)
     return out
 
 
@@ -129,9 +126,7 @@ def make_swap(out: Path, size_bytes: int, uuid: str, label: str = "") -> Path:
     header[1024 + 12:1024 + 28] = uuidlib.UUID(uuid).bytes
     header[1024 + 28:1024 + 44] = label.encode()[:16].ljust(16, b"\0")
     header[page - 10:] = b"SWAPSPACE2"
-    tmp = out.with_name(f".{out.name}.part")
-    with open(tmp, "wb") as f:
+    with replacing(out) as tmp, open(tmp, "wb") as f:
         f.write(header)
         f.truncate(pages * page)
-    os.replace(tmp, out)
     return out

@@ -10,28 +10,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 
 from . import log
 from .errors import ApbuildError
+from .run import DEVNULL, run, tools
 
-BUILD_TOOLS = {  # tool -> Debian package
-    "dpkg-deb": "dpkg", "gpgv": "gpgv", "apt-get": "apt", "xz": "xz-utils",
-    "mke2fs": "e2fsprogs", "debugfs": "e2fsprogs", "sfdisk": "fdisk",
-    "grub-mkimage": "grub-pc-bin", "qemu-img": "qemu-utils", "mcopy": "mtools",
-    "mkfs.fat": "dosfstools",
-}
+# Both from run.HOST_TOOLS, the one table of tools and their packages.
+BUILD_TOOLS = tools("build")
+TEST_TOOLS = tools("test")
 KEYRING_PACKAGE = ("/usr/share/keyrings/debian-archive-keyring.gpg", "debian-archive-keyring")
-TEST_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "qemu-system-arm": "qemu-system-arm",
-              "qemu-system-aarch64": "qemu-system-arm",
-              # The manual's reader's side: an SSH, SCP and SFTP client that is not ours, a
-              # PostgreSQL client for the outside access the manual opens, openssl for the
-              # test's own HTTPS server.
-              "ssh": "openssh-client", "scp": "openssh-client", "sftp": "openssh-client",
-              "psql": "postgresql-client", "openssl": "openssl",
-              # test_ntp.py's own network: a namespace with a tap, DHCP and an NTP server.
-              "ip": "iproute2", "dnsmasq": "dnsmasq-base", "chronyd": "chrony"}
 
 
 def _have(tool: str) -> bool:
@@ -58,18 +46,19 @@ def ensure(tools: dict[str, str]) -> None:
 
 def install_packages(packages: list[str]) -> None:
     """apt-get install, retried: a mirror in the middle of a sync briefly fails."""
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    # run() keeps the environment small; a proxy the user set is what apt needs to get out.
+    env = {"DEBIAN_FRONTEND": "noninteractive",
+           **{k: v for k, v in os.environ.items() if k.lower().endswith("_proxy")}}
     for attempt in range(1, 5):
         # An index that fails (a foreign repository, a mirror mid-sync) must not stop us
         # if the packages we need can still be installed: try the install anyway.
-        subprocess.run(["apt-get", "update"], env=env, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-        proc = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *packages],
-                              env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        run(["apt-get", "update"], env=env, stdout=DEVNULL, check=False)
+        proc = run(["apt-get", "install", "-y", "--no-install-recommends", *packages], env=env, check=False)
+        stderr = proc.stderr.decode(errors="replace").strip()
         if proc.returncode == 0:
             return
-        log.detail(proc.stderr.strip())
+        log.detail(stderr)
         if attempt < 4:
             time.sleep(5 * attempt)
     command = "apt-get install --no-install-recommends " + " ".join(packages)
-    raise ApbuildError(f"could not install {command}:\n{proc.stderr.strip()[-2000:]}")
+    raise ApbuildError(f"could not install {command}:\n{stderr[-2000:]}")

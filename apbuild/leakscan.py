@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .errors import ApbuildError
+from .files import data_blocks
 
 _COMMON = frozenset({
     "root", "admin", "user", "users", "debian", "ubuntu", "build", "builder", "nobody", "daemon",
@@ -140,25 +141,13 @@ def _scan_sparse(path: Path, needles: dict[str, str], output: str) -> Iterator[L
     """A (sparse) file's data regions only: a 16 GiB disk with 50 MB of data reads 50 MB.
     Chunks overlap by the longest needle; a string cannot span a hole (holes read as zeros)."""
     keep = max((len(n.encode()) for n in needles), default=1)
-    size = path.stat().st_size
     found: set[str] = set()
     with open(path, "rb") as f:
-        fd, pos = f.fileno(), 0
-        while pos < size:
-            try:
-                start = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError:  # ENXIO: only a hole is left
-                return
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            while start < end:
-                f.seek(start)
-                data = f.read(min(CHUNK, end - start) + keep)
-                for text, what in needles.items():
-                    if text not in found and (at := data.find(text.encode())) >= 0:
-                        found.add(text)
-                        yield Leak(output, f"offset {start + at}", what, text)
-                start += CHUNK
-            pos = end
+        for start, data in data_blocks(f, CHUNK, overlap=keep):
+            for text, what in needles.items():
+                if text not in found and (at := data.find(text.encode())) >= 0:
+                    found.add(text)
+                    yield Leak(output, f"offset {start + at}", what, text)
 
 
 def scan_file(path: Path, needles: dict[str, str], name: str | None = None) -> list[Leak]:

@@ -11,10 +11,10 @@ import email.utils
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from .errors import ApbuildError, ConfigError
+from .files import atomic_write
 
 FORMAT = 1
 
@@ -79,10 +79,7 @@ def read(path: Path) -> Lockfile:
 
 
 def write(path: Path, lock: Lockfile) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(dumps(lock))
-    os.replace(tmp, path)
+    atomic_write(path, dumps(lock).encode())
 
 
 def diff(old: Lockfile, new: Lockfile) -> list[tuple[str, str | None, str | None]]:

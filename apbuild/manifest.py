@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from . import __version__
+from .files import data_extents
 
 FORMAT = 1
 _BLOCK = 1 << 20
@@ -34,20 +34,13 @@ def sha256_sparse(path: Path) -> str:
     zero = bytes(_BLOCK)
     size = path.stat().st_size
     with open(path, "rb") as f:
-        fd, pos = f.fileno(), 0
-        while pos < size:
-            try:
-                data_at = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError:  # ENXIO: a hole up to the end
-                data_at = size
-            while pos < data_at:
-                n = min(_BLOCK, data_at - pos)
-                h.update(zero[:n])
-                pos += n
-            if pos >= size:
-                break
-            end = os.lseek(fd, pos, os.SEEK_HOLE)
-            f.seek(pos)
+        pos = 0
+        # The last pair stands for the hole up to the end, if there is one.
+        for start, end in (*data_extents(f.fileno()), (size, size)):
+            for at in range(pos, start, _BLOCK):
+                h.update(zero[: min(_BLOCK, start - at)])
+            f.seek(start)
+            pos = start
             while pos < end:
                 chunk = f.read(min(_BLOCK, end - pos))
                 h.update(chunk)

@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 
+from .control import paragraphs
 from .errors import ApbuildError
 
 
@@ -40,23 +41,11 @@ def _one_line(text: str) -> list[tuple[str, list[str], list[str]]]:
 
 def _deb822(text: str) -> list[tuple[str, list[str], list[str]]]:
     out = []
-    for stanza in re.split(r"\n\s*\n", text):
-        fields: dict[str, str] = {}
-        key = None
-        for line in stanza.splitlines():
-            if line.startswith("#") or not line.strip():
-                continue
-            if line[0].isspace() and key:
-                fields[key] += " " + line.strip()
-                continue
-            if ":" in line:
-                key, value = line.split(":", 1)
-                key = key.strip().lower()
-                fields[key] = value.strip()
-        if "deb" not in fields.get("types", "").split() or fields.get("enabled", "yes").lower() == "no":
+    for fields in paragraphs(text):
+        if "deb" not in fields.get("Types", "").split() or fields.get("Enabled", "yes").lower() == "no":
             continue
-        for uri in fields.get("uris", "").split():
-            out.append((uri, fields.get("suites", "").split(), fields.get("components", "").split()))
+        for uri in fields.get("URIs", "").split():
+            out.append((uri, fields.get("Suites", "").split(), fields.get("Components", "").split()))
     return out
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import debpkg, lockfile, mirror
+from .files import replacing
 from .run import run
 from .tree import FILE
 
@@ -17,10 +18,8 @@ if TYPE_CHECKING:
 
 def to_qcow2(raw: Path, out: Path) -> Path:
     """qcow2 without compression: deterministic, and a guest writes to it at full speed."""
-    tmp = out.with_name(f".{out.name}.part")
-    tmp.unlink(missing_ok=True)
-    run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", "-o", "compat=1.1", raw, tmp])
-    os.replace(tmp, out)
+    with replacing(out) as tmp:
+        run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", "-o", "compat=1.1", raw, tmp])
     return out
 
 
@@ -140,9 +139,7 @@ def publish(src: Path, dest: Path) -> bool:
     if dest.exists() and stamp.exists() and stamp.read_text() == ident:
         return False
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.part")
-    tmp.unlink(missing_ok=True)
-    run(["cp", "--sparse=always", "--reflink=auto", src, tmp])
-    os.replace(tmp, dest)
+    with replacing(dest) as tmp:
+        run(["cp", "--sparse=always", "--reflink=auto", src, tmp])
     stamp.write_text(ident)
     return True

@@ -20,6 +20,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from .cache import sha256_file
 from .errors import ApbuildError
+from .files import data_blocks, replacing, tar_member
 from .run import run
 
 VMDK_FORMAT = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"
@@ -122,24 +123,9 @@ def ovf_descriptor(vm: VirtualMachine, disk: DiskFile) -> bytes:
 def populated_size(raw: Path) -> int:
     """Bytes in 64 KiB grains of the raw disk that are not all zero: what the VMDK holds.
     Holes are skipped with SEEK_DATA, so a sparse 16 GiB disk reads only its data."""
-    size = raw.stat().st_size
-    total = 0
     with open(raw, "rb") as f:
-        fd = f.fileno()
-        pos = 0
-        while pos < size:
-            try:
-                start = os.lseek(fd, pos, os.SEEK_DATA) // GRAIN * GRAIN
-            except OSError:  # ENXIO: only a hole is left
-                break
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            f.seek(start)
-            while start < end:
-                if f.read(GRAIN).rstrip(b"\0"):
-                    total += GRAIN
-                start += GRAIN
-            pos = max(end, start)
-    return min(total, size)
+        total = sum(GRAIN for _, data in data_blocks(f, GRAIN) if data.rstrip(b"\0"))
+    return min(total, raw.stat().st_size)
 
 
 def to_vmdk(raw: Path, out: Path, cid: int) -> Path:
@@ -168,17 +154,6 @@ def to_vmdk(raw: Path, out: Path, cid: int) -> Path:
     return out
 
 
-def _add(tar: tarfile.TarFile, path: Path, name: str, epoch: int) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = path.stat().st_size
-    info.mtime = epoch
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    with open(path, "rb") as f:
-        tar.addfile(info, f)
-
-
 def make_ova(raw: Path, work: Path, vm: VirtualMachine, ova_name: str, epoch: int, seed: str) -> Path:
     """Write work/<ova_name>. seed identifies the raw disk's content (its fingerprint):
     the VMDK's CID comes from it, as VMware changes the CID whenever the content changes."""
@@ -193,10 +168,9 @@ def make_ova(raw: Path, work: Path, vm: VirtualMachine, ova_name: str, epoch: in
     manifest = "".join(f"SHA256({n})= {sha256_file(members / n)}\n" for n in (ovf_name, vmdk_name))
     (members / mf_name).write_text(manifest)
     out = work / ova_name
-    tmp = work / f".{ova_name}.part"
-    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+    with replacing(out) as tmp, tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
         for name in (ovf_name, vmdk_name, mf_name):  # the order importers expect
-            _add(tar, members / name, name, epoch)
-    os.replace(tmp, out)
+            with open(members / name, "rb") as f:
+                tar.addfile(tar_member(name, epoch, size=os.fstat(f.fileno()).st_size), f)
     shutil.rmtree(members)
     return out

@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,9 @@ from . import __version__, debian, debpkg, elfcheck, kernel, lockfile, log, mirr
 from .cache import Cache, key_of
 from .config import Project
 from .errors import ApbuildError
+from .files import replacing
 from .layout import by_name, place
+from .run import PIPE, spawn
 from .tree import FILE, Entry, Tree
 
 
@@ -289,18 +290,11 @@ def _xz_pipe(writer, out: Path) -> None:
     -9 with 64 MiB blocks: 1.0 MB smaller than -6 with 8 MiB blocks on the arm64 rootfs and
     1.2 MB on the VM's (the 50 MB limit), 65 MiB to unpack (ipx10 has 256 MB), 1.3 GB and
     twice the time to pack (a cached stage)."""
-    tmp = out.with_suffix(out.suffix + ".part")
-    with open(tmp, "wb") as dest:
-        proc = subprocess.Popen([shutil.which("xz") or "xz", "-9", "--check=crc32", "-T2",
-                                 "--block-size=64MiB", "-c"], stdin=subprocess.PIPE, stdout=dest)
-        assert proc.stdin is not None
-        try:
+    with replacing(out) as tmp, open(tmp, "wb") as dest:
+        with spawn(["xz", "-9", "--check=crc32", "-T2", "--block-size=64MiB", "-c"],
+                   stdin=PIPE, stdout=dest) as proc:
+            assert proc.stdin is not None
             writer(proc.stdin)
-        finally:
-            proc.stdin.close()
-        if proc.wait() != 0:
-            raise ApbuildError(f"xz failed writing {out.name}")
-    os.replace(tmp, out)
 
 
 def _boot_stage(build: Build) -> Path:

@@ -12,13 +12,13 @@ import hashlib
 import json
 import os
 import socket
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from . import log
 from .run import run
 from .config import Board
+from .errors import CommandTimeout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +37,7 @@ def probe_kvm(board: Board, kernel: Path, cache_dir: Path, timeout: float = 20) 
     """
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False
-    qemu_version = subprocess.run([board.qemu.binary, "--version"], capture_output=True, text=True).stdout
-    ident = f"{os.uname().release}|{qemu_version.splitlines()[0] if qemu_version else ''}|{kernel.stat().st_size}"
+    ident = f"{os.uname().release}|{version_of(board.qemu.binary)}|{kernel.stat().st_size}"
     stamp = cache_dir / "kvm-probe" / hashlib.sha256(ident.encode()).hexdigest()[:16]
     if stamp.exists():
         return stamp.read_text() == "kvm"
@@ -55,8 +54,8 @@ def kernel_boots(board: Board, kernel: Path, accel: str, timeout: float) -> bool
             "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
             "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1"]
     try:
-        proc = subprocess.run(argv, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
+        proc = run(argv, check=False, timeout=timeout)
+    except CommandTimeout:
         return False
     return b"Unable to mount root fs" in proc.stdout
 
@@ -175,10 +174,15 @@ def command(board: Board, disk: Path, *, serial: str = "stdio", qmp_socket: Path
 
 def describe_host(binary: str) -> str:
     """What Buildroot's emulator logs before a boot: CPUs, load, QEMU version."""
-    version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.splitlines()
     load = os.getloadavg()
     return (f"host: {os.cpu_count()} CPUs, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
-            f"{version[0] if version else binary}")
+            f"{version_of(binary) or binary}")
+
+
+def version_of(binary: str) -> str:
+    """The first line of `qemu --version` ('' if it says nothing)."""
+    lines = run([binary, "--version"], check=False).stdout.decode(errors="replace").splitlines()
+    return lines[0] if lines else ""
 
 
 def log_launch(launch: Launch) -> None:

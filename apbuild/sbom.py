@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable
 
 from . import __version__
+from .control import folded, paragraphs
 from .lockfile import LockedPackage, Lockfile
 
 NOASSERTION = "NOASSERTION"
@@ -85,42 +86,26 @@ def _expression(dep5: str) -> str:
     return " AND ".join(f"({g})" for g in groups)
 
 
-def _paragraphs(text: str) -> list[dict[str, str]]:
-    out = []
-    for block in re.split(r"\n[ \t]*\n", text):
-        fields: dict[str, str] = {}
-        key = None
-        for line in block.splitlines():
-            if line[:1] in (" ", "\t") and key:
-                fields[key] += "\n" + line.strip()
-            elif ":" in line and not line.startswith("#"):
-                key, value = line.split(":", 1)
-                key = key.strip().lower()
-                fields[key] = value.strip()
-        if fields:
-            out.append(fields)
-    return out
-
-
 def licenses_of(copyright_text: str | None) -> tuple[str, tuple[tuple[str, str], ...]]:
     """(SPDX expression, LicenseRef texts) from a Debian copyright file; NOASSERTION when
     the file is missing or not machine-readable (no DEP-5 Format: header)."""
     if not copyright_text:
         return NOASSERTION, ()
-    paragraphs = _paragraphs(copyright_text)
-    if not paragraphs or "copyright-format" not in paragraphs[0].get("format", "") \
-            and "dep5" not in paragraphs[0].get("format", "").lower():
+    # Field names lower-cased, values' lines unindented: what the rules below compare.
+    stanzas = [{k.lower(): folded(v) for k, v in p.items()} for p in paragraphs(copyright_text)]
+    if not stanzas or "copyright-format" not in stanzas[0].get("format", "") \
+            and "dep5" not in stanzas[0].get("format", "").lower():
         return NOASSERTION, ()
     used: list[str] = []
     texts: dict[str, str] = {}
-    for p in paragraphs:
+    for p in stanzas:
         if "license" not in p:
             continue
         name, _, text = p["license"].partition("\n")
         if not name.strip():
             continue
-        # Header and Files paragraphs say what applies; stand-alone ones hold the texts.
-        if "files" in p or p is paragraphs[0]:
+        # Header and Files stanzas say what applies; stand-alone ones hold the texts.
+        if "files" in p or p is stanzas[0]:
             expr = _expression(name)
             if expr not in used:
                 used.append(expr)

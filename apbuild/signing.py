@@ -10,12 +10,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 from . import log
 from .errors import ApbuildError
-from .files import locked
+from .files import locked, replacing
 from .run import run
 
 KEY_NAME = "update-signing"
@@ -56,17 +55,11 @@ def keygen(directory: Path) -> SigningKey:
         raise ApbuildError(f"{key.private} exists: images built with it accept only updates it "
                            f"signs; move it away first to make a new key")
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=".key-", dir=directory)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o600)
-        run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", tmp])
-        run(["openssl", "pkey", "-in", tmp, "-pubout", "-out", f"{tmp}.pub"])
-        os.replace(f"{tmp}.pub", key.public)
-        os.replace(tmp, key.private)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-        Path(f"{tmp}.pub").unlink(missing_ok=True)
+    # The public key is renamed into place first: a private key without it is never left.
+    with replacing(key.private) as private, replacing(key.public) as public:
+        private.touch(mode=0o600)  # before openssl writes the key into it
+        run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", private])
+        run(["openssl", "pkey", "-in", private, "-pubout", "-out", public])
     return key
 
 

@@ -18,6 +18,8 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .files import tar_member
+
 FILE, DIR, SYMLINK = "file", "dir", "symlink"
 
 
@@ -110,20 +112,16 @@ class Tree:
         sink = _Sink(out)
         with tarfile.open(fileobj=sink, mode="w", format=tarfile.GNU_FORMAT) as tar:
             for path, entry in self:
-                info = tarfile.TarInfo("." + path)
-                info.mtime, info.uid, info.gid = epoch, entry.uid, entry.gid
-                info.uname = info.gname = ""  # numeric owners only: the device's users may differ
-                info.mode = entry.mode
+                kind, link, data = tarfile.REGTYPE, "", b""
                 if entry.kind == DIR:
-                    info.type = tarfile.DIRTYPE
-                    tar.addfile(info)
+                    kind = tarfile.DIRTYPE
                 elif entry.kind == SYMLINK:
-                    info.type, info.linkname = tarfile.SYMTYPE, entry.target
-                    tar.addfile(info)
+                    kind, link = tarfile.SYMTYPE, entry.target
                 else:
                     data = entry.read()
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
+                info = tar_member("." + path, epoch, size=len(data), mode=entry.mode,
+                                  uid=entry.uid, gid=entry.gid, kind=kind, link=link)
+                tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
             sink.discard = not end
 
     def write_cpio(self, out: io.BufferedIOBase, epoch: int) -> None:

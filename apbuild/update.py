@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import tarfile
 from pathlib import Path
 
+from .files import replacing, tar_member
 from .signing import SigningKey, sign
 
 MANIFEST, SIGNATURE, BOOT = "update.manifest", "update.manifest.sig", "boot.img"
@@ -42,18 +42,10 @@ def make(platform: str, version: str, boot_img: Path, key: SigningKey, out: Path
     """Write the update file under a temporary name, then rename it into place."""
     text = manifest(platform, version, boot_img)
     signature = sign(key, text, out.parent)
-    tmp = out.with_name(f".{out.name}.part")
-    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+    # Owner names "root": what the device's tar would write, and what it reads back.
+    with replacing(out) as tmp, tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
         for name, data in ((MANIFEST, text), (SIGNATURE, signature)):
-            tar.addfile(_info(name, len(data), epoch), io.BytesIO(data))
+            tar.addfile(tar_member(name, epoch, size=len(data), owner="root"), io.BytesIO(data))
         with open(boot_img, "rb") as f:
-            tar.addfile(_info(BOOT, boot_img.stat().st_size, epoch), f)
-    os.replace(tmp, out)
+            tar.addfile(tar_member(BOOT, epoch, size=boot_img.stat().st_size, owner="root"), f)
     return out
-
-
-def _info(name: str, size: int, epoch: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = size, epoch, 0o644
-    info.uname = info.gname = "root"
-    return info

@@ -13,12 +13,12 @@ this checks first; its old entries are then leftovers no reader looks at.
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
 import uuid
 from pathlib import Path
 
 from .errors import ApbuildError
+from .files import replacing
 from .run import run
 
 HEADERS = (64 << 10, 128 << 10)     # the two header copies; the higher sequence number is current
@@ -117,10 +117,8 @@ def to_vhdx(raw: Path, out: Path, seed: str) -> Path:
     """Dynamic VHDX (blocks only where the raw disk has data). seed identifies the raw
     disk's content. Written under a temporary name, renamed when reproducible. 1 MiB blocks
     (the smallest Hyper-V takes): qemu-img's default 8 MiB allocates 2 MB more of zeros."""
-    tmp = out.with_name(f".{out.name}.part")
-    tmp.unlink(missing_ok=True)
-    run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vhdx", "-o", "subformat=dynamic,block_size=1M",
-         raw, tmp])
-    make_reproducible(tmp, seed)
-    os.replace(tmp, out)
+    with replacing(out) as tmp:
+        run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vhdx", "-o",
+             "subformat=dynamic,block_size=1M", raw, tmp])
+        make_reproducible(tmp, seed)
     return out
