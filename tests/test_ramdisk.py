@@ -6,27 +6,23 @@ from __future__ import annotations
 import lzma
 import subprocess
 
-from apbuild import debian, lockfile, mirror
-from apbuild.cache import Cache, default_root
 from apbuild.config import find_root, load_project
 from apbuild.pipeline import Build
 
 ROOT = find_root()
 
 
-def test_ext2_ramdisk_boots_its_setup_from_inittab(tmp_path):
+def test_ext2_ramdisk_boots_its_setup_from_inittab(tmp_path, build_cache):
     text = (ROOT / "boards" / "ipx10.toml").read_text().replace('name = "ipx10"', 'name = "ext2box"')
     assert 'ramdisk_format = "initramfs"' in text
     board = tmp_path / "ext2box.toml"
     board.write_text(text.replace('ramdisk_format = "initramfs"', 'ramdisk_format = "ext2"'))
     lock = (ROOT / "boards" / "ipx10.lock").read_bytes()
     (tmp_path / "ext2box.lock").write_bytes(lock)
-    shared = Cache(default_root())
-    debian.fetch(lockfile.read(tmp_path / "ext2box.lock"), mirror.sources(), shared, board="ipx10")
 
     project = load_project(ROOT, str(board))
     assert project.board.boot_files["ramdisk"] == "ramdisk.ext2.xz"
-    ramdisk = Build(project, shared, tmp_path / "out").ramdisk()
+    ramdisk = Build(project, build_cache, tmp_path / "out").ramdisk()
     assert ramdisk.name == "ramdisk.ext2.xz"
     image = tmp_path / "ramdisk.ext2"
     image.write_bytes(lzma.decompress(ramdisk.read_bytes()))
