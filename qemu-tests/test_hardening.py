@@ -4,7 +4,6 @@ device's own certificate, no world-writable files, provisioned passwords, per-de
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 import ssl
 import subprocess
