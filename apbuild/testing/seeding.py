@@ -1,5 +1,5 @@
-"""Private caches for tests that build: the boards' locked .debs, linked from a store of
-downloads (the user's cache), and no stage results, so every stage of a build in them runs."""
+"""Private caches for tests and benchmarks that build: downloads linked from a store (the
+user's cache), and no stage results, so every stage of a build in them runs."""
 
 from __future__ import annotations
 
@@ -22,12 +22,26 @@ def seeded_cache(root: Path, boards: Iterable[str], store: Cache) -> Cache:
         if any(not store.has_blob(p.sha256) for p in lock.packages):
             debian.fetch(lock, mirror.sources(), store, board=board)
         for p in lock.packages:
-            dest = cache.blob(p.sha256)
-            if dest.exists():
-                continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(store.blob(p.sha256), dest)
-            except OSError:   # the store on another filesystem
-                shutil.copyfile(store.blob(p.sha256), dest)
+            _link(store.blob(p.sha256), cache.blob(p.sha256))
     return cache
+
+
+def with_downloads(root: Path, store: Cache) -> Cache:
+    """A cache at `root` holding every download of `store` (none if it has none yet)."""
+    cache = Cache(root)
+    for blob in sorted((store.root / "blobs").rglob("*")):
+        if blob.is_file():
+            _link(blob, cache.root / blob.relative_to(store.root))
+    return cache
+
+
+def _link(source: Path, dest: Path) -> None:
+    """Hard links: a seeded cache costs no space (a copy where the store is on another
+    filesystem)."""
+    if dest.exists():
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)
