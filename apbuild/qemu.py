@@ -12,6 +12,7 @@ import hashlib
 import os
 import socket
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,11 @@ def _read_fat(disk: Path, offset: int, names: dict[str, str]) -> dict[str, bytes
         from pyfatfs.PyFatFS import PyFatFS
     except ImportError:
         return _read_fat_mtools(disk, offset, names)
-    fat = PyFatFS(str(disk), offset=offset, read_only=True)
+    with warnings.catch_warnings():
+        # The guest resets with sda1 mounted, so its dirty bit is mostly set; the firmware
+        # reads such a FAT too, and so does the loader (read-only, nothing to repair).
+        warnings.filterwarnings("ignore", "Filesystem was not cleanly unmounted")
+        fat = PyFatFS(str(disk), offset=offset, read_only=True)
     try:
         present = {name.lower(): name for name in fat.listdir("/")}
         return {key: fat.readbytes(present[name.lower()]) if name.lower() in present else None
