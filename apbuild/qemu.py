@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import socket
+import warnings
 from pathlib import Path
 from typing import Any
 
 from . import log
-from .run import run
 from .config import Board
-from .errors import CommandTimeout
+from .disk import read_table
+from .errors import ApbuildError, CommandTimeout
+from .run import run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,22 +88,53 @@ class LoaderBoot:
 RESET_MARKER = b"reboot: Restarting system"
 
 
+def _read_fat(disk: Path, offset: int, names: dict[str, str]) -> dict[str, bytes | None]:
+    """The files `names` (key -> file name) of the FAT at `offset` in the raw disk, None for
+    a missing one. Names compare without case, as the firmware's FAT driver does. Read with
+    pyfatfs (no subprocess per file); mtools where pyfatfs is not installed (Debian lacks it)."""
+    try:
+        from pyfatfs.PyFatFS import PyFatFS
+    except ImportError:
+        return _read_fat_mtools(disk, offset, names)
+    with warnings.catch_warnings():
+        # The guest resets with sda1 mounted, so its dirty bit is mostly set; the firmware
+        # reads such a FAT too, and so does the loader (read-only, nothing to repair).
+        warnings.filterwarnings("ignore", "Filesystem was not cleanly unmounted")
+        fat = PyFatFS(str(disk), offset=offset, read_only=True)
+    try:
+        present = {name.lower(): name for name in fat.listdir("/")}
+        return {key: fat.readbytes(present[name.lower()]) if name.lower() in present else None
+                for key, name in names.items()}
+    finally:
+        fat.close()
+
+
+def _read_fat_mtools(disk: Path, offset: int, names: dict[str, str]) -> dict[str, bytes | None]:
+    found: dict[str, bytes | None] = {}
+    for key, name in names.items():
+        read = run(["mtype", "-i", f"{disk}@@{offset}", f"::{name}"], check=False,
+                   env={"MTOOLS_SKIP_CHECK": "1"})
+        found[key] = read.stdout if read.returncode == 0 else None
+    return found
+
+
 def gateway_loader(board: Board, disk: Path, workdir: Path) -> LoaderBoot:
     """Play the gateway's firmware: read the mode file on the disk's FAT32 sda1, take kernel
     and initrd from there and boot normal (root=/dev/sda3) or rescue (root=/dev/ram0).
-    The disk must be raw: that is what the firmware reads, and mtools with it."""
-    table = json.loads(run(["sfdisk", "-J", disk]).stdout)["partitiontable"]
-    first = next(p for p in table["partitions"] if p["node"].endswith("1"))
-    image = f"{disk}@@{first['start'] * 512}"
-    env = {"MTOOLS_SKIP_CHECK": "1"}
+    The disk must be raw: that is what the firmware reads."""
+    sda1 = next(p for p in read_table(disk)[1] if p.number == 1)
     names = board.boot_files
-    mode = run(["mtype", "-i", image, f"::{names['mode']}"], env=env, check=False)
-    chosen = mode.stdout.decode(errors="replace").strip() if mode.returncode == 0 else ""
+    files = _read_fat(disk, sda1.start,
+                      {key: names[key] for key in ("mode", "kernel", "ramdisk")})
+    for key in ("kernel", "ramdisk"):
+        if files[key] is None:
+            raise ApbuildError(f"{disk}: sda1 has no {names[key]} ({key}): the gateway cannot boot")
+    chosen = (files["mode"] or b"").decode(errors="replace").strip()
     chosen = chosen if chosen in ("normal", "rescue") else "rescue"  # a lost mode file: rescue
     workdir.mkdir(parents=True, exist_ok=True)
     kernel, initrd = workdir / "loader-kernel", workdir / "loader-initrd"
-    run(["mcopy", "-o", "-n", "-i", image, f"::{names['kernel']}", kernel], env=env)
-    run(["mcopy", "-o", "-n", "-i", image, f"::{names['ramdisk']}", initrd], env=env)
+    kernel.write_bytes(files["kernel"] or b"")
+    initrd.write_bytes(files["ramdisk"] or b"")
     root = "root=/dev/sda3 rootwait" if chosen == "normal" else "root=/dev/ram0 ramdisk_size=100000"
     return LoaderBoot(chosen, kernel, initrd, f"{root} {board.kernel.cmdline}".strip())
 

@@ -34,14 +34,12 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
 
 def private_copy(work: Path) -> tuple[Path, dict[str, str], str]:
     """A copy of the project and an empty stage cache seeded with the downloaded packages."""
-    from apbuild.cache import default_root
+    from apbuild.cache import Cache, default_root
+    from apbuild.testing.seeding import with_downloads
 
     project = work / "project"
     shutil.copytree(ROOT, project, ignore=shutil.ignore_patterns(".venv", "out", ".git", "__pycache__"))
-    cache = work / "cache"
-    seed = default_root() / "blobs"
-    if seed.is_dir():  # downloads cached: hard links, no copy
-        shutil.copytree(seed, cache / "blobs", copy_function=os.link)
+    cache = with_downloads(work / "cache", Cache(default_root())).root
     env = {**os.environ, "APBUILD_CACHE": str(cache), "APBUILD_VENV": str(ROOT / ".venv")}
     python = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
     return project, env, python

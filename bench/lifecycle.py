@@ -15,14 +15,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "qemu-tests")]
-
-from harness import Machine  # noqa: E402
-from lifecycle import first_install, make_updates, upload  # noqa: E402
+sys.path.insert(0, str(ROOT))
 
 from apbuild.cache import Cache, default_root  # noqa: E402
 from apbuild.config import load_project  # noqa: E402
 from apbuild.pipeline import build  # noqa: E402
+from apbuild.testing.accounts import ROOT as ROOT_LOGIN  # noqa: E402
+from apbuild.testing.lifecycle import make_updates, upload  # noqa: E402
+from apbuild.testing.machine import Machine  # noqa: E402
 
 
 def answered(m: Machine, since: float) -> float:
@@ -47,7 +47,7 @@ def main() -> int:
         figures = []
         with Machine(project.board, disk, work, name="lifecycle", accel="tcg") as m:
             start = time.monotonic()
-            first_install(m, updates.old)
+            m.install(updates.old)
             figures.append(("first boot: install + reboot, to the manager's answer", answered(m, start)))
             m.ok("psql -h /run/postgresql -U postgres -c 'create table t (n int)' "
                  "-c 'insert into t select generate_series(1, 100000)'")
@@ -60,7 +60,7 @@ def main() -> int:
             m.expect("running install_step1.sh install", 300)
             if not gateway:
                 m.expect(f"Booting `App Platform {updates.new}'", 600)
-            m.login("root", "iplinux", 300)
+            m.login(*ROOT_LOGIN, 300)
             figures.append(("update: upload to the manager's answer on the new image",
                             answered(m, start)))
             if not gateway:
@@ -71,7 +71,7 @@ def main() -> int:
                 m.start()
                 start = time.monotonic()
                 m.choose_grub_entry(0)
-                m.login("root", "iplinux", 300)
+                m.login(*ROOT_LOGIN, 300)
                 m.send("cd /tmp && /home/root/install_step1.sh log.txt resize\n")
                 m.expect(f"Booting `App Platform {updates.new}'", 300)
                 figures.append(("resize (+4 GB): rescue boot, resize, reboot, to the manager's answer",

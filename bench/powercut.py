@@ -16,15 +16,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "qemu-tests")]
-
-from harness import Machine  # noqa: E402
-from lifecycle import (Tally, UpdateCut, cut_during_commits, cut_during_update,  # noqa: E402
-                       cut_during_upload, first_install, make_updates)
+sys.path.insert(0, str(ROOT))
 
 from apbuild.cache import Cache, default_root  # noqa: E402
 from apbuild.config import load_project  # noqa: E402
 from apbuild.pipeline import build  # noqa: E402
+from apbuild.testing.lifecycle import (Tally, UpdateCut, cut_during_commits,  # noqa: E402
+                                       cut_during_update, cut_during_upload, make_updates)
+from apbuild.testing.machine import Machine  # noqa: E402
 
 PHASES = [("old rescue system writes the new sda1", "writing the new /dev/sda1"),
           ("old rescue system switches the table", "switching partition 1"),
@@ -46,7 +45,7 @@ def main() -> int:
         tally = Tally()
         cuts = [UpdateCut(phase, line, d) for phase, line in PHASES for d in DELAYS]
         with Machine(project.board, disk, work, name="powercut", accel="tcg") as m:
-            first_install(m, project.board.image_version)
+            m.install(project.board.image_version)
             label = project.board.image_version
             for r in range(rounds):
                 # Each round updates to the next version: its own build, signed.

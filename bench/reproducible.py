@@ -10,8 +10,6 @@ usage: bench/reproducible.py [BOARD ...]   (default: every board)
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 import tempfile
 import time
@@ -23,13 +21,11 @@ sys.path.insert(0, str(ROOT))
 from apbuild.cache import Cache, default_root, fingerprint, sha256_file  # noqa: E402
 from apbuild.config import list_boards, load_project  # noqa: E402
 from apbuild.pipeline import build  # noqa: E402
+from apbuild.testing.seeding import with_downloads  # noqa: E402
 
 
 def private_cache(work: Path) -> Cache:
-    seed = default_root() / "blobs"
-    if seed.is_dir():
-        shutil.copytree(seed, work / "blobs", copy_function=os.link)
-    return Cache(work)
+    return with_downloads(work, Cache(default_root()))
 
 
 def digests(result) -> dict[str, str]:

@@ -29,9 +29,10 @@ PAYLOAD = ("vmlinuz", "ramdisk.cpio.xz", "ramdisk.ext2.xz", "rootfs.tar.xz")
 
 def build_tree(tree: Path, board: str, cache: Path) -> dict[str, int]:
     """Build one board from `tree` in `cache`; the sizes of its outputs and sda1 payload."""
-    seed = Path(os.environ.get("APBUILD_CACHE", Path.home() / ".cache" / "apbuild")) / "blobs"
-    if seed.is_dir() and not (cache / "blobs").exists():   # downloads: hard links, no copy
-        shutil.copytree(seed, cache / "blobs", copy_function=os.link)
+    from apbuild.cache import Cache, default_root
+    from apbuild.testing.seeding import with_downloads
+
+    with_downloads(cache, Cache(default_root()))
     env = {**os.environ, "APBUILD_CACHE": str(cache), "APBUILD_VENV": str(ROOT / ".venv")}
     python = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
     subprocess.run([python, str(tree / "build.py"), board], env=env, check=True,

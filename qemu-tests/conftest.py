@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from apbuild.cache import Cache, default_root  # noqa: E402
-from apbuild.config import find_root, load_project  # noqa: E402
-from apbuild.pipeline import build  # noqa: E402
+from apbuild.cache import Cache, default_root
+from apbuild.config import find_root, load_project
+from apbuild.pipeline import build
+from apbuild.testing.machine import QMP_MISSING, qmp_available
 
 ROOT = find_root()
+HERE = Path(__file__).parent
+# The user's cache, read before tests/conftest.py points APBUILD_CACHE elsewhere for its tests.
+USER_CACHE = default_root()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without qemu.qmp no guest can be driven: every QEMU test skips, with one reason."""
+    if qmp_available():
+        return
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.skip(reason=QMP_MISSING))
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +35,7 @@ def build_board(tmp_path_factory):
         if name not in built:
             project = load_project(ROOT, name)
             out = tmp_path_factory.mktemp(f"out-{name}")
-            built[name] = (project, build(project, Cache(default_root()), out))
+            built[name] = (project, build(project, Cache(USER_CACHE), out))
         return built[name]
     return get
 
@@ -43,24 +51,9 @@ def accel(vm_build) -> str:
     from apbuild.qemu import choose_accel
 
     project, result = vm_build
-    return choose_accel(project.board, result.boot_files.get("kernel"), default_root())
+    return choose_accel(project.board, result.boot_files.get("kernel"), USER_CACHE)
 
 
 @pytest.fixture(scope="session")
 def logdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("serial-logs")
-
-
-def fresh_disk(result, tmp: Path, name: str) -> Path:
-    """A private copy of the built qcow2: each machine installs onto its own disk."""
-    disk = tmp / f"{name}.qcow2"
-    shutil.copyfile(result.outputs["qcow2"], disk)
-    return disk
-
-
-def installation_disk(result, tmp: Path, name: str, size: str = "4G") -> Path:
-    """A gateway's storage: the installation image written to the start of an empty disk."""
-    disk = tmp / f"{name}.img"
-    subprocess.run(["cp", "--sparse=always", str(result.outputs["raw"]), str(disk)], check=True)
-    subprocess.run(["truncate", "-s", size, str(disk)], check=True)
-    return disk

@@ -7,11 +7,10 @@ import re
 
 import paramiko
 import pytest
-from conftest import installation_disk
-from harness import Machine
-from lifecycle import rescue_as_the_manual_says
-
-ADMIN = ("admin", "ipapps")  # the manager asks for the admin account's password
+from apbuild.testing.accounts import ADMIN, ROOT
+from apbuild.testing.disks import installation_disk
+from apbuild.testing.lifecycle import rescue_as_the_manual_says
+from apbuild.testing.machine import Machine
 
 pytestmark = pytest.mark.gateway
 
@@ -26,9 +25,7 @@ def gateway(request, build_board, tmp_path_factory, logdir):
         # First boot: sda1's mode file says rescue; the ramdisk installs, sets normal, reboots,
         # and the loader (the harness) boots the installed system.
         assert m.mode == "rescue"
-        m.expect("running install_step1.sh install", 180)
-        m.expect(re.compile(rb"^finished", re.M), 300)
-        m.login("root", "iplinux", 300)
+        m.install()
         m.project, m.result = project, result
         yield m
 
@@ -80,9 +77,9 @@ def test_postgresql_and_manager(gateway):
 
 
 def test_ssh_admin_yes_root_no(gateway):
-    assert gateway.ssh_user("admin", "ipapps") == "admin"
+    assert gateway.ssh_user(*ADMIN) == "admin"
     with pytest.raises(paramiko.AuthenticationException):
-        gateway.ssh_user("root", "iplinux")
+        gateway.ssh_user(*ROOT)
 
 
 def test_rescue_mode_as_the_manual_does_it(gateway, logdir):

@@ -4,7 +4,6 @@ device's own certificate, no world-writable files, provisioned passwords, per-de
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 import ssl
 import subprocess
@@ -12,35 +11,20 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from harness import Machine, scaled
+from apbuild.testing.accounts import ADMIN, ROOT
+from apbuild.testing.disks import partitions, raw_disk
+from apbuild.testing.machine import Machine, scaled
 
 pytestmark = pytest.mark.vm
 
-ADMIN = ("admin", "ipapps")
 PROTECTED = ("/", "/manager/", "/manager/index.html", "/index.html", "/cgi-bin/anything",
              "/cgi-bin/update", "/manager/ramdisk.log/../index.html", "/manager/ramdisk.log?x")
 LOOPBACK = {"127.0.0.1", "::1"}
 
 
-def install(m: Machine, label: str, user: str = "root", password: str = "iplinux") -> None:
-    m.expect("running install_step1.sh install", 180)
-    m.expect(re.compile(rb"^finished", re.M), 300)
-    m.expect(f"Booting `App Platform {label}'", 180)
-    m.login(user, password, 300)
-
-
-def raw_disk(result, tmp: Path, name: str) -> Path:
-    """A private, sparse copy of the raw image (its sda1 is writable with debugfs)."""
-    disk = tmp / f"{name}.img"
-    subprocess.run(["cp", "--sparse=always", str(result.outputs["raw"]), str(disk)], check=True)
-    return disk
-
-
 def put_on_sda1(disk: Path, local: Path, name: str) -> None:
     """Write a file into the ext2 sda1 of a raw disk image, as a user would before first boot."""
-    table = json.loads(subprocess.run(["sfdisk", "-J", str(disk)], check=True,
-                                      capture_output=True).stdout)
-    start = table["partitiontable"]["partitions"][0]["start"] * 512
+    start = partitions(disk)[1].start
     subprocess.run(["debugfs", "-w", "-R", f"write {local} {name}", f"{disk}?offset={start}"],
                    check=True, capture_output=True)
     listing = subprocess.run(["debugfs", "-R", "ls /", f"{disk}?offset={start}"], check=True,
@@ -96,7 +80,7 @@ def vm(vm_build, tmp_path_factory, logdir, accel):
     project, result = vm_build
     disk = raw_disk(result, tmp_path_factory.mktemp("hardening"), "hardening")
     with Machine(project.board, disk, logdir, name="hardening", accel=accel) as m:
-        install(m, project.board.image_version)
+        m.install(project.board.image_version)
         m.wait_http("/manager/ramdisk.log", 120)
         yield m
 
@@ -105,7 +89,7 @@ def test_manager_asks_for_the_admin_password_except_for_ramdisk_log(vm):
     for path in PROTECTED:
         assert vm.http_get(path)[0] == 401, path
         assert vm.http_get(path, auth=("admin", "wrong"))[0] == 401, path
-        assert vm.http_get(path, auth=("root", "iplinux"))[0] == 401, path   # admin only
+        assert vm.http_get(path, auth=ROOT)[0] == 401, path   # admin only
     for path in ("/", "/manager/", "/manager/index.html"):
         status, page = vm.http_get(path, auth=ADMIN)
         assert status == 200 and "App Platform" in page, path
@@ -151,9 +135,9 @@ def test_no_udp_port_open_to_the_network(vm):
 
 
 def test_root_cannot_log_in_over_ssh(vm):
-    assert vm.ssh_user("admin", "ipapps") == "admin"
+    assert vm.ssh_user(*ADMIN) == "admin"
     with pytest.raises(paramiko.AuthenticationException):
-        vm.ssh_user("root", "iplinux")
+        vm.ssh_user(*ROOT)
 
 
 def test_no_world_writable_files_outside_tmp(vm):
@@ -179,7 +163,7 @@ def test_passwd_sets_a_password_that_ssh_and_the_manager_take(vm):
     vm.ok("printf 'Second-Password\\nSecond-Password\\n' | passwd admin")
     assert vm.ssh_user("admin", "Second-Password") == "admin"
     with pytest.raises(paramiko.AuthenticationException):
-        vm.ssh_user("admin", "ipapps")
+        vm.ssh_user(*ADMIN)
     assert vm.http_get("/manager/", auth=("admin", "Second-Password"))[0] == 200
     assert vm.http_get("/manager/", auth=ADMIN)[0] == 401
     # busybox passwd hashes with SHA-256 crypt unless told -a sha512: either, never DES or MD5.
@@ -203,7 +187,7 @@ def test_provisioned_passwords_replace_the_defaults(vm, vm_build, tmp_path, logd
         m.expect("login: ", 300)
         m.send("root\n")                              # the default password fails ...
         m.expect("Password: ", 30)
-        m.send("iplinux\n")
+        m.send(ROOT[1] + "\n")
         m.expect("Login incorrect", 60)
         m.login("root", "R00t:secret", 120)           # ... the provisioned one works
         assert m.run("test -e /mnt/sda1/provision.conf")[1] == 1
@@ -213,7 +197,7 @@ def test_provisioned_passwords_replace_the_defaults(vm, vm_build, tmp_path, logd
         assert m.ok("stat -c '%a %u' /mnt/sda2/etc/provisioned-shadow") == "600 0"
         assert m.ssh_user("admin", "Adm1n secret") == "admin"
         with pytest.raises(paramiko.AuthenticationException):
-            m.ssh_user("admin", "ipapps")
+            m.ssh_user(*ADMIN)
         with pytest.raises(paramiko.AuthenticationException):
             m.ssh_user("root", "R00t:secret")         # root stays off SSH
         m.wait_http("/manager/ramdisk.log", 120)
@@ -236,8 +220,8 @@ def test_a_root_password_hash_alone_leaves_admin_as_it_was(vm_build, tmp_path, l
     conf.write_text(f"ROOT_PASSWORD_HASH={hashed}\n")
     put_on_sda1(disk, conf, "provision.conf")
     with Machine(project.board, disk, logdir, name="root-only", accel=accel) as m:
-        install(m, project.board.image_version, "root", "Only-Root")
+        m.install(project.board.image_version, "root", "Only-Root")
         assert "provisioned the passwords of: root (" in m.ok("cat /mnt/sda2/log/ramdisk.log")
         assert m.password_hash("root") == hashed
         assert m.ok("cat /mnt/sda2/etc/provisioned-shadow") == f"root:{hashed}"
-        assert m.ssh_user("admin", "ipapps") == "admin"
+        assert m.ssh_user(*ADMIN) == "admin"

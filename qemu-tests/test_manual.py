@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import fresh_disk
-from harness import Machine, ReaderTerminal, host_client, scaled
+from apbuild.testing.accounts import ADMIN, ROOT
+from apbuild.testing.disks import fresh_disk
+from apbuild.testing.machine import Machine, scaled
+from apbuild.testing.terminal import ReaderTerminal, host_client
 
 pytestmark = pytest.mark.vm
 
-ADMIN, ROOT = ("admin", "ipapps"), ("root", "iplinux")
 SSH = ReaderTerminal.SSH_OPTIONS
 HOST = "10.0.2.2"    # the host, as QEMU's user network shows it to the guest
 
@@ -375,7 +376,7 @@ def _post(vm: Machine, path: str, body: bytes) -> tuple[int, str]:
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     request = urllib.request.Request(f"https://127.0.0.1:{vm.ports[443]}{path}", data=body, method="POST")
-    request.add_header("Authorization", "Basic " + base64.b64encode(b"admin:ipapps").decode())
+    request.add_header("Authorization", "Basic " + base64.b64encode(":".join(ADMIN).encode()).decode())
     try:
         with urllib.request.urlopen(request, timeout=scaled(60), context=context) as r:
             return r.status, r.read().decode()

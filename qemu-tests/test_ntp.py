@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import fresh_disk
-from harness import Machine, scaled
+from apbuild.testing.disks import fresh_disk
+from apbuild.testing.machine import Machine, scaled
 
 pytestmark = pytest.mark.vm
 
@@ -140,10 +140,7 @@ def vm(vm_build, tmp_path_factory, logdir, accel, net):
     # The guest's RTC starts in 2015 (and with it the clock at every boot of this run).
     with Machine(project.board, disk, logdir, name="ntp", accel=accel, guest_ports=(),
                  extra=("-rtc", f"base={WRONG.replace(' ', 'T')}"), **net.qemu_args()) as m:
-        m.expect("running install_step1.sh install", 180)
-        m.expect(re.compile(rb"^finished", re.M), 300)
-        m.expect(f"Booting `App Platform {label}'", 180)
-        m.login("root", "iplinux", 300)
+        m.install(label)
         yield m
 
 

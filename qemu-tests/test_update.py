@@ -5,10 +5,10 @@ refused and changes nothing."""
 from __future__ import annotations
 
 import pytest
-from conftest import fresh_disk, installation_disk
-from harness import Machine
-from lifecycle import (Tally, UpdateCut, applied, boot_state, cut_during_commits, cut_during_update,
-                       cut_during_upload, first_install, make_updates, upload)
+from apbuild.testing.disks import fresh_disk, installation_disk
+from apbuild.testing.lifecycle import (Tally, UpdateCut, applied, boot_state, cut_during_commits,
+                                       cut_during_update, cut_during_upload, make_updates, upload)
+from apbuild.testing.machine import Machine
 
 pytestmark = pytest.mark.update
 
@@ -25,7 +25,7 @@ def test_signed_update_applies_and_keeps_data_others_refused(name, build_board, 
     else:
         disk = fresh_disk(result, tmp_path, name)
     with Machine(project.board, disk, logdir, name=f"update-{name}", accel=accel) as m:
-        first_install(m, updates.old)
+        m.install(updates.old)
         m.ok("psql -h /run/postgresql -U postgres -c 'create table kept (n int)' "
              "-c 'insert into kept select generate_series(1, 1000)'")
         # A password changed on the device survives the update, whose rootfs has the defaults
@@ -95,7 +95,7 @@ def test_power_cuts_during_update_and_commits(vm_build, tmp_path, logdir, accel)
     tally = Tally()
     with Machine(project.board, fresh_disk(result, tmp_path, "cuts"), logdir, name="update-cuts",
                  accel=accel) as m:
-        first_install(m, updates.old)
+        m.install(updates.old)
         m.ok("psql -h /run/postgresql -U postgres -c 'create table kept (n int)' "
              "-c 'insert into kept select generate_series(1, 100)'")
         cut_during_upload(m, updates, tally)

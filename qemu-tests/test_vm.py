@@ -6,13 +6,13 @@ import re
 
 import paramiko
 import pytest
-from conftest import fresh_disk
-from harness import Machine
+from apbuild.testing.accounts import ADMIN, ROOT
+from apbuild.testing.disks import fresh_disk
+from apbuild.testing.machine import Machine
 
 pytestmark = pytest.mark.vm
 
 NORMAL_ENTRY = "Booting `App Platform {label}'"
-ADMIN = ("admin", "ipapps")  # the manager asks for the admin account's password
 SSL_REQUEST = b"\x00\x00\x00\x08\x04\xd2\x16\x2f"  # PostgreSQL answers 'S' or 'N'
 
 
@@ -23,10 +23,7 @@ def vm(vm_build, tmp_path_factory, logdir, accel):
     disk = fresh_disk(result, tmp_path_factory.mktemp("vm"), "vm")
     with Machine(project.board, disk, logdir, name="x86_64-vm", accel=accel) as m:
         # First boot: GRUB's default entry 0 (rescue/setup) runs the installer, which reboots.
-        m.expect("running install_step1.sh install", 180)
-        m.expect(re.compile(rb"^finished", re.M), 300)
-        m.expect(NORMAL_ENTRY.format(label=label), 180)
-        m.login("root", "iplinux", 300)
+        m.install(label)
         m.label = label
         m.first_boot_http = None
         yield m
@@ -86,9 +83,9 @@ def test_manager_answers_from_the_host(vm):
 
 
 def test_ssh_admin_may_log_in_root_may_not(vm):
-    assert vm.ssh_user("admin", "ipapps") == "admin"
+    assert vm.ssh_user(*ADMIN) == "admin"
     with pytest.raises(paramiko.AuthenticationException):
-        vm.ssh_user("root", "iplinux")
+        vm.ssh_user(*ROOT)
     # Host keys were made on this device, at first boot, on sda2.
     assert "dropbear_ed25519_host_key" in vm.ok("ls /mnt/sda2/etc/dropbear")
 
@@ -135,7 +132,7 @@ def test_second_boot_goes_straight_to_normal(vm):
     vm.ok("psql -h /run/postgresql -U postgres -c 'create table kept (v int); insert into kept values (42)'")
     vm.send("reboot\n")
     vm.expect(NORMAL_ENTRY.format(label=vm.label), 180)
-    vm.login("root", "iplinux", 300)
+    vm.login(*ROOT, 300)
     since_reboot = vm.log_path.read_bytes().rsplit(b"Restarting system", 1)[-1]
     assert b"install_step1" not in since_reboot
     assert vm.ok("psql -h /run/postgresql -U postgres -tAc 'select v from kept'") == "42"

@@ -21,8 +21,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import fresh_disk
-from harness import Machine, scaled
+from apbuild.testing.accounts import ROOT
+from apbuild.testing.disks import fresh_disk, partitions
+from apbuild.testing.machine import Machine, scaled
 
 pytestmark = pytest.mark.vm
 
@@ -128,13 +129,11 @@ def assert_clean_filesystems(disk: Path, tmp: Path) -> None:
     raw = tmp / "after-shutdown.raw"
     subprocess.run(["qemu-img", "convert", "-O", "raw", str(disk), str(raw)], check=True)
     try:
-        table = json.loads(subprocess.run(["sfdisk", "-J", str(raw)], check=True, capture_output=True).stdout)
-        for part in table["partitiontable"]["partitions"]:
-            if part["node"].endswith(("2", "3")):
-                head = subprocess.run(["dumpe2fs", "-h", f"{raw}?offset={part['start'] * 512}"],
-                                      check=True, capture_output=True, text=True).stdout
-                assert re.search(r"^Filesystem state:\s+clean$", head, re.M), f"{part['node']}:\n{head}"
-                assert "needs_recovery" not in head, f"{part['node']} needs journal recovery"
+        for number in (2, 3):
+            head = subprocess.run(["dumpe2fs", "-h", f"{raw}?offset={partitions(raw)[number].start}"],
+                                  check=True, capture_output=True, text=True).stdout
+            assert re.search(r"^Filesystem state:\s+clean$", head, re.M), f"sda{number}:\n{head}"
+            assert "needs_recovery" not in head, f"sda{number} needs journal recovery"
     finally:
         raw.unlink(missing_ok=True)
 
@@ -162,11 +161,9 @@ def installed(vm_build, tmp_path_factory, logdir, accel):
     m = Machine(project.board, disk, logdir, name="hv-virtio", accel=accel, extra=virtio_agent(qga))
     try:
         m.start()
-        m.expect("running install_step1.sh install", 180)
-        m.expect(re.compile(rb"^finished", re.M), 300)
-        m.expect(NORMAL_ENTRY.format(label=label), 180)
+        m.install(label, login=False)
         normal_from = m.log_path.stat().st_size
-        m.login("root", "iplinux", 300)
+        m.login(*ROOT, 300)
         m.boot_log = m.log_path.read_bytes()[normal_from:].decode(errors="replace")
         m.agent_path = qga
         m.tmp = tmp
@@ -247,7 +244,7 @@ def test_boots_on_controller_and_nic(installed, logdir, accel, name, machine, di
                  extra=extra) as m:
         start = time.monotonic()
         m.expect(NORMAL_ENTRY.format(label=base.board.image_version), 180)
-        m.login("root", "iplinux", 300)
+        m.login(*ROOT, 300)
         print(f"{name}: login after {time.monotonic() - start:.1f}s")
         check_controller_and_nic(m, scsi_host, nic_driver)
         if qga is None:
@@ -273,10 +270,7 @@ def test_vhdx_installs_and_boots_as_a_generation_1_disk(vm_build, tmp_path, logd
     shutil.copyfile(result.outputs["vhdx"], disk)  # opened for writing, QEMU rewrites its headers
     board = on_hardware(project.board, machine="pc", disk="ide", nic="e1000")
     with Machine(board, disk, logdir, name="hv-vhdx", accel=accel) as m:
-        m.expect("running install_step1.sh install", 180)
-        m.expect(re.compile(rb"^finished", re.M), 300)
-        m.expect(NORMAL_ENTRY.format(label=project.board.image_version), 180)
-        m.login("root", "iplinux", 300)
+        m.install(project.board.image_version)
         check_controller_and_nic(m, "ata_piix", "e1000")
         # Off Hyper-V the VMBus refuses to load, and nothing that needs it is loaded either.
         assert m.run("[ -d /sys/bus/vmbus ]")[1] != 0

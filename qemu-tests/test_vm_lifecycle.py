@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 
 import pytest
-from conftest import fresh_disk
-from harness import Machine
-from lifecycle import rescue_as_the_manual_says
+from apbuild.testing.accounts import ROOT
+from apbuild.testing.disks import fresh_disk
+from apbuild.testing.lifecycle import rescue_as_the_manual_says
+from apbuild.testing.machine import Machine
 
 pytestmark = pytest.mark.vm
-
-
-def install(m: Machine, label: str) -> None:
-    m.expect("running install_step1.sh install", 180)
-    m.expect(re.compile(rb"^finished", re.M), 300)
-    m.expect(f"Booting `App Platform {label}'", 180)
-    m.login("root", "iplinux", 300)
 
 
 def test_resize_after_the_disk_grew_keeps_the_data(vm_build, tmp_path, logdir, accel):
@@ -26,7 +19,7 @@ def test_resize_after_the_disk_grew_keeps_the_data(vm_build, tmp_path, logdir, a
     disk = fresh_disk(result, tmp_path, "resize")
     m = Machine(project.board, disk, logdir, name="resize", accel=accel)
     with m:
-        install(m, label)
+        m.install(label)
         m.ok("psql -h /run/postgresql -U postgres -c 'create table t (v text); insert into t values (42)'")
         before = int(m.ok("cat /sys/class/block/sda2/size"))
         m.send("poweroff\n")
@@ -34,10 +27,10 @@ def test_resize_after_the_disk_grew_keeps_the_data(vm_build, tmp_path, logdir, a
     subprocess.run(["qemu-img", "resize", "-q", str(disk), "+2G"], check=True)
     with m.start():
         m.choose_grub_entry(0)                      # the manual: boot rescue/setup
-        m.login("root", "iplinux", 300)
+        m.login(*ROOT, 300)
         m.send("cd /tmp && /home/root/install_step1.sh log.txt resize\n")
         m.expect(f"Booting `App Platform {label}'", 300)  # it reboots by itself, into normal
-        m.login("root", "iplinux", 300)
+        m.login(*ROOT, 300)
         after = int(m.ok("cat /sys/class/block/sda2/size"))
         assert after == before + 2 * 2**30 // 512
         sda2 = int(m.ok("df -k /mnt/sda2 | tail -1").split()[1])
@@ -50,23 +43,23 @@ def test_rescue_entry_checks_filesystems_and_switches_default(vm_build, tmp_path
     label = project.board.image_version
     disk = fresh_disk(result, tmp_path, "rescue")
     with Machine(project.board, disk, logdir, name="rescue", accel=accel) as m:
-        install(m, label)
+        m.install(label)
         keys, certificate = m.host_keys(), m.tls_certificate()
         # The manual: "Restart the VM and select the first entry in the boot menu from grub.
         # use putty to log in ... su - root ... e2fsck -p -f /dev/sda2 ... /dev/sda3".
         m.send("reboot\n")
         m.choose_grub_entry(0)
         rescue_as_the_manual_says(m, logdir, keys, certificate)
-        m.login("root", "iplinux", 60)
+        m.login(*ROOT, 60)
         # The manual's way out of a boot that always lands in rescue: edit default in grub.cfg.
         m.ok("sed -i 's/^set default=1$/set default=0/' /boot/grub/grub.cfg && sync")
         m.send("reboot -f\n")
         m.expect(f"Booting `App Platform {label} rescue/setup'", 180)
-        m.login("root", "iplinux", 300)
+        m.login(*ROOT, 300)
         m.ok("sed -i 's/^set default=0$/set default=1/' /boot/grub/grub.cfg && sync")
         m.send("reboot -f\n")
         m.expect(f"Booting `App Platform {label}'", 180)
-        m.login("root", "iplinux", 300)
+        m.login(*ROOT, 300)
         assert "root=/dev/sda3" in m.ok("cat /proc/cmdline")
 
 
@@ -83,7 +76,7 @@ def test_power_cut_during_install_is_recovered(vm_build, tmp_path, logdir, accel
         m.qmp("quit")                               # the power goes: no sync, no shutdown
         m.wait_exit(60)
     with m.start():
-        install(m, label)                            # the next boot resumes the install
+        m.install(label)                            # the next boot resumes the install
         assert m.ok("cat /mnt/sda1/label") == label
         assert m.ok("tail -1 /mnt/sda2/log/ramdisk.log") == "finished"
         assert m.ok("psql -h /run/postgresql -U postgres -tAc 'select 1'") == "1"

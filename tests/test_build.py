@@ -9,26 +9,17 @@ import threading
 import time
 from pathlib import Path
 
-from apbuild import debian, lockfile, mirror
-from apbuild.cache import Cache, default_root
+from apbuild.cache import Cache
 from apbuild.config import find_root
+from apbuild.testing.seeding import seeded_cache
 
 ROOT = find_root()
 BOARD = "x86_64-vm"
 
 
-def seeded_cache(tmp_path: Path) -> Path:
-    """A private cache holding the locked .debs (hard links into the user's cache)."""
-    lock = lockfile.read(ROOT / "boards" / f"{BOARD}.lock")
-    shared = Cache(default_root())
-    if any(not shared.has_blob(p.sha256) for p in lock.packages):
-        debian.fetch(lock, mirror.sources(), shared, board=BOARD)
-    private = tmp_path / "cache"
-    for p in lock.packages:
-        dest = Cache(private).blob(p.sha256)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.link(shared.blob(p.sha256), dest)
-    return private
+def private_cache(tmp_path: Path, store: Cache) -> Path:
+    """A cache of this test's own, its packages linked from the downloads in `store`."""
+    return seeded_cache(tmp_path / "cache", [BOARD], store).root
 
 
 def start(cache: Path, out: Path) -> tuple[subprocess.Popen, list[str]]:
@@ -45,8 +36,8 @@ def start(cache: Path, out: Path) -> tuple[subprocess.Popen, list[str]]:
     return proc, seen
 
 
-def test_interrupted_build_leaves_nothing_final_and_resumes(tmp_path):
-    cache = seeded_cache(tmp_path)
+def test_interrupted_build_leaves_nothing_final_and_resumes(tmp_path, build_cache):
+    cache = private_cache(tmp_path, build_cache)
     out = tmp_path / "out"
     proc, seen = start(cache, out)
     deadline = time.monotonic() + 600
@@ -99,17 +90,17 @@ def first_difference(a: Path, b: Path) -> str:
     return "the disk image around sda1 (partition table or GRUB)"
 
 
-def test_two_builds_are_bit_identical(tmp_path):
+def test_two_builds_are_bit_identical(tmp_path, build_cache):
     """Same lockfile, other cache, other output directory, another time: the same bytes."""
-    from apbuild.cache import Cache, fingerprint, sha256_file
+    from apbuild.cache import fingerprint, sha256_file
     from apbuild.config import load_project
     from apbuild.pipeline import build
 
     project = load_project(ROOT, BOARD)
-    first = build(project, Cache(seeded_cache(tmp_path)), tmp_path / "out1")
+    first = build(project, Cache(private_cache(tmp_path, build_cache)), tmp_path / "out1")
     time.sleep(1.1)
-    # The user's cache: the QEMU tests boot what this build leaves there.
-    second = build(project, Cache(default_root()), tmp_path / "out2")
+    # The session's cache: the other integration tests build in it.
+    second = build(project, build_cache, tmp_path / "out2")
     # Every published file: the disks (raw, qcow2, VHDX), the OVA, the SBOM and the build manifest.
     assert set(first.outputs) >= {"raw", "qcow2", "vhdx", "ova", "sbom", "manifest"}
     assert set(first.outputs) == set(second.outputs)

@@ -11,7 +11,6 @@ import tarfile
 
 import pytest
 
-from apbuild.cache import Cache, default_root
 from apbuild.config import find_root, load_project
 from apbuild.leakscan import cpio_members
 from apbuild.pipeline import build
@@ -23,9 +22,9 @@ HV = "usr/lib/modules/{version}/kernel/drivers/"
 
 
 @pytest.fixture(scope="module")
-def vm(tmp_path_factory):
+def vm(tmp_path_factory, build_cache):
     project = load_project(ROOT, BOARD)
-    return build(project, Cache(default_root()), tmp_path_factory.mktemp("out"))
+    return build(project, build_cache, tmp_path_factory.mktemp("out"))
 
 
 def kernel_version(result) -> str:

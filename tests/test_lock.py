@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import shutil
 
+import pytest
+
 from apbuild import cli, lockfile
 from apbuild.cache import Cache, default_root
 from apbuild.config import find_root
@@ -26,6 +28,7 @@ def test_diff_names_changed_new_and_removed_packages():
     assert lockfile.diff(new, new) == []
 
 
+@pytest.mark.network
 def test_lock_shows_what_changes_then_writes(tmp_path, capsys):
     """Against the real mirror: a lock with one version made older and one package left out
     is refreshed, and both are named with their old and new versions."""

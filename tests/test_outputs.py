@@ -8,7 +8,6 @@ import tarfile
 
 import pytest
 
-from apbuild.cache import Cache, default_root
 from apbuild.config import find_root, load_project
 from apbuild.lockfile import read as read_lock
 from apbuild.lockfile import source_date_epoch
@@ -21,11 +20,11 @@ BOARD = "x86_64-vm"
 
 
 @pytest.fixture(scope="module")
-def vm(tmp_path_factory):
-    """The board built by the real pipeline into a fresh output directory (user's cache)."""
+def vm(tmp_path_factory, build_cache):
+    """The board built by the real pipeline into a fresh output directory."""
     project = load_project(ROOT, BOARD)
     out = tmp_path_factory.mktemp("out")
-    return project, build(project, Cache(default_root()), out), out
+    return project, build(project, build_cache, out), out
 
 
 def test_ova_members_sums_and_disk(vm, tmp_path):

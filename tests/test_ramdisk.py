@@ -7,27 +7,23 @@ import lzma
 import shutil
 import subprocess
 
-from apbuild import debian, lockfile, mirror
-from apbuild.cache import Cache, default_root
 from apbuild.config import find_root, load_project
 from apbuild.pipeline import Build
 
 ROOT = find_root()
 
 
-def test_ext2_ramdisk_boots_its_setup_from_inittab(tmp_path):
+def test_ext2_ramdisk_boots_its_setup_from_inittab(tmp_path, build_cache):
     text = (ROOT / "boards" / "ipx10.toml").read_text().replace('name = "ipx10"', 'name = "ext2box"')
     shutil.copytree(ROOT / "boards" / "common", tmp_path / "common")
     board = tmp_path / "ext2box.toml"
     board.write_text(text + '[kernel]\nramdisk_format = "ext2"\n')  # over the base's initramfs
     lock = (ROOT / "boards" / "ipx10.lock").read_bytes()
     (tmp_path / "ext2box.lock").write_bytes(lock)
-    shared = Cache(default_root())
-    debian.fetch(lockfile.read(tmp_path / "ext2box.lock"), mirror.sources(), shared, board="ipx10")
 
     project = load_project(ROOT, str(board))
     assert project.board.boot_files["ramdisk"] == "ramdisk.ext2.xz"
-    ramdisk = Build(project, shared).ramdisk()
+    ramdisk = Build(project, build_cache).ramdisk()
     assert ramdisk.name == "ramdisk.ext2.xz"
     image = tmp_path / "ramdisk.ext2"
     image.write_bytes(lzma.decompress(ramdisk.read_bytes()))

@@ -13,8 +13,6 @@ import threading
 import time
 from pathlib import Path
 
-from harness import Machine, ReaderTerminal, scaled
-
 from apbuild import signing, update
 from apbuild.cache import Cache, default_root
 from apbuild.config import find_root, load_project
@@ -22,8 +20,11 @@ from apbuild.lockfile import read as read_lock
 from apbuild.lockfile import source_date_epoch
 from apbuild.pipeline import build
 
-ADMIN = ("admin", "ipapps")
-ROOT = find_root()
+from .accounts import ADMIN, ROOT
+from .machine import Machine, scaled
+from .terminal import ReaderTerminal
+
+TREE = find_root()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Updates:
 def make_updates(name: str, tmp: Path, base_version: str | None = None) -> Updates:
     """Build the board again as the next image version (after the board's, or base_version)
     and sign it three ways."""
-    project = load_project(ROOT, name)
+    project = load_project(TREE, name)
     old = base_version or project.board.image_version
     new = str(int(old) + 1)
     board = dataclasses.replace(project.board, image_version=new)
@@ -78,15 +79,7 @@ def boot_state(m: Machine) -> str:
                 f"ls /mnt/sda2/update 2>/dev/null | wc -l")
 
 
-def first_install(m: Machine, label: str) -> None:
-    m.expect("running install_step1.sh install", 180)
-    m.expect(re.compile(rb"^finished", re.M), 300)
-    if m.board.bootloader == "grub-bios":
-        m.expect(f"Booting `App Platform {label}'", 180)
-    m.login("root", "iplinux", 300)
-
-
-def applied(m: Machine, new: str, root_password: str = "iplinux", follow: bool = False) -> None:
+def applied(m: Machine, new: str, root_password: str = ROOT[1], follow: bool = False) -> None:
     """The rescue system (old image) writes the new sda1, the new one installs, then normal.
     follow: fetch https://IP/manager/ramdisk.log while the install runs, as the manual has
     the admin do ("You can check the installation process after the reboot")."""
@@ -107,7 +100,6 @@ def applied(m: Machine, new: str, root_password: str = "iplinux", follow: bool =
 
 
 
-
 def unverified_tls() -> ssl.SSLContext:
     """The manual's "wget --no-check-certificate": the device's certificate is self-signed."""
     context = ssl.create_default_context()
@@ -117,7 +109,7 @@ def unverified_tls() -> ssl.SSLContext:
 
 
 def rescue_as_the_manual_says(m: Machine, logdir: Path, keys: set[str], certificate: str,
-                              root_password: str = "iplinux") -> str:
+                              root_password: str = ROOT[1]) -> str:
     """The rescue system as the manual's reader meets it, started already: "use putty to log
     in ... use this to be root su - root (password iplinux) ... e2fsck -p -f /dev/sda2 ...
     e2fsck -p -f /dev/sda3", "cat /apps/install_step1.log" (ends with finished) and
@@ -181,7 +173,7 @@ def cut_during_upload(m: Machine, updates: Updates, tally: Tally) -> None:
     tally.cuts += 1
     sender.join(scaled(30))
     m.expect(f"Booting `App Platform {updates.old}'", 180)
-    m.login("root", "iplinux", 300)
+    m.login(*ROOT, 300)
     m.wait_http("/manager/ramdisk.log", 120)
     assert m.ok("cat /mnt/sda1/label") == updates.old
     assert m.ok("ls /mnt/sda2/update 2>/dev/null | wc -l") == "0"
@@ -222,7 +214,7 @@ def cut_during_update(m: Machine, updates: Updates, cuts: list[UpdateCut], tally
     else:
         m.expect(re.compile(rb"^finished", re.M), 300)
     m.expect(f"Booting `App Platform {updates.new}'", 180)
-    m.login("root", "iplinux", 300)
+    m.login(*ROOT, 300)
     assert m.ok("cat /mnt/sda1/label") == updates.new
     return left
 
@@ -242,7 +234,7 @@ def cut_during_commits(m: Machine, label: str, after: list[int], tally: Tally) -
         cut(m)
         tally.cuts += 1
         m.expect(f"Booting `App Platform {label}'", 180)
-        m.login("root", "iplinux", 300)
+        m.login(*ROOT, 300)
         present = int(m.ok(f"{psql} -tAc 'select count(*) from c where n <= {seen}'"))
         tally.rows_lost += seen - present
         tally.recovered += 1

@@ -2,66 +2,49 @@
 
 Only what the guest sends is logged. Every command's output ends with a marker that carries
 its exit code and that the echoed command line cannot match, so no prompt is ever parsed.
-Every timeout is multiplied by APBUILD_TIMEOUT_MULTIPLIER for slow machines.
+QMP (the QEMU project's qemu.qmp) cuts the power, and its SHUTDOWN event tells a guest's
+reset from its power-off. Every timeout is multiplied by APBUILD_TIMEOUT_MULTIPLIER for
+slow machines.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import json
 import os
 import re
 import socket
 import ssl
+import subprocess
 import time
 import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pexpect
 
 from apbuild.config import Board
-from apbuild.qemu import RESET_MARKER, command, free_port, gateway_loader, log_launch
+from apbuild.qemu import command, free_port, gateway_loader, log_launch
+
+from .accounts import ROOT
 
 MULTIPLIER = float(os.environ.get("APBUILD_TIMEOUT_MULTIPLIER", "1"))
+QMP_MISSING = ("qemu.qmp is not installed (PyPI's qemu.qmp, not in Debian bookworm): "
+               "the QEMU tests need it; ./build.py test installs it when PyPI answers")
+
+
+def qmp_available() -> bool:
+    try:
+        import qemu.qmp  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def scaled(seconds: float) -> float:
     return seconds * MULTIPLIER
-
-
-class QMP:
-    """A minimal QMP client: JSON lines over QEMU's unix socket; events are skipped."""
-
-    def __init__(self, path: Path, timeout: float) -> None:
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.settimeout(timeout)
-        self.sock.connect(str(path))
-        self.file = self.sock.makefile("rwb")
-        self._read()  # the greeting
-        self.cmd("qmp_capabilities")
-
-    def _read(self) -> dict:
-        while True:
-            line = self.file.readline()
-            if not line:
-                raise ConnectionError("QMP connection closed")
-            msg = json.loads(line)
-            if "event" not in msg:
-                return msg
-
-    def cmd(self, name: str, **args) -> object:
-        self.file.write(json.dumps({"execute": name, **({"arguments": args} if args else {})}).encode() + b"\n")
-        self.file.flush()
-        reply = self._read()
-        if "error" in reply:
-            raise RuntimeError(f"QMP {name}: {reply['error']}")
-        return reply.get("return")
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
 
 
 class Machine:
@@ -77,11 +60,10 @@ class Machine:
         self.qmp_path = Path(f"/tmp/apbuild-qmp-{uuid.uuid4().hex[:12]}.sock")
         self.launch_args = launch_args
         self.child: pexpect.spawn | None = None
-        self._qmp: QMP | None = None
+        self._qmp: Any = None    # qemu.qmp.legacy.QEMUMonitorProtocol, connected at start
         self.log_path = logdir / f"{name}.serial.log"
         self.boots = 0
         self.mode = ""           # gateway boards: the mode the loader booted (normal, rescue)
-        self._log_offset = 0
 
     # -- life cycle ----------------------------------------------------------------------
     def start(self) -> Machine:
@@ -97,13 +79,31 @@ class Machine:
         self.logdir.mkdir(parents=True, exist_ok=True)
         logfile = open(self.log_path, "ab", buffering=0)
         logfile.write(f"\n=== start{' (' + self.mode + ')' if self.mode else ''}: {' '.join(launch.argv)}\n".encode())
-        self._log_offset = self.log_path.stat().st_size
         self.child = pexpect.spawn(launch.argv[0], launch.argv[1:], timeout=None, maxread=65536,
                                    searchwindowsize=200000, echo=False)
         self.child.logfile_read = logfile
         self.started_at = time.monotonic()
         self.boots += 1
+        self._connect_qmp()
         return self
+
+    def _connect_qmp(self) -> None:
+        """Connect at start, so that the SHUTDOWN event of this boot is kept for rebooted()."""
+        from qemu.qmp import ConnectError
+        from qemu.qmp.legacy import QEMUMonitorProtocol
+
+        deadline = time.monotonic() + scaled(20)
+        while True:
+            self._qmp = QEMUMonitorProtocol(str(self.qmp_path))
+            self._qmp.settimeout(scaled(60))
+            try:
+                self._qmp.connect()
+                return
+            except ConnectError:
+                # QEMU makes its socket while it starts; before that there is nothing to reach.
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{self.name}: no QMP socket:\n{self.tail()}") from None
+                time.sleep(0.05)
 
     def __enter__(self) -> Machine:
         return self if self.child is not None else self.start()
@@ -115,8 +115,8 @@ class Machine:
         if self._qmp is not None:
             try:
                 self._qmp.close()
-            except Exception:
-                pass
+            except (EOFError, OSError):
+                pass   # the QEMU is gone already: closing finds the end of its socket
             self._qmp = None
         if self.child is not None and self.child.isalive():
             self.child.terminate(force=True)
@@ -137,10 +137,17 @@ class Machine:
         return "\n".join(text.splitlines()[-lines:])
 
     def rebooted(self) -> bool:
-        """Did the guest ask for a reset since the last start (not a power-off)?"""
-        with open(self.log_path, "rb") as f:
-            f.seek(self._log_offset)
-            return RESET_MARKER in f.read()
+        """Did this QEMU end because the guest reset (not powered off, not killed)? With
+        -no-reboot a guest's reset is QMP's SHUTDOWN event with the reason guest-reset; QEMU
+        sent it before it exited, so it waits on the connection made at start."""
+        assert self._qmp is not None
+        try:
+            while (event := self._qmp.pull_event(wait=scaled(5.0))) is not None:
+                if event["event"] == "SHUTDOWN":
+                    return event["data"]["reason"] == "guest-reset"
+        except (asyncio.TimeoutError, EOFError, OSError):
+            pass   # no more events: QEMU ended without a SHUTDOWN (killed, crashed)
+        return False
 
     def _restart_after_reboot(self) -> bool:
         """QEMU runs gateways with -no-reboot: on a guest reset it exits and the emulated
@@ -172,7 +179,7 @@ class Machine:
         assert self.child is not None
         self.child.send(text)
 
-    def login(self, user: str = "root", password: str = "iplinux", timeout: float = 180) -> None:
+    def login(self, user: str = ROOT[0], password: str = ROOT[1], timeout: float = 180) -> None:
         self.expect(r"login: ", timeout)
         self.send(user + "\n")
         self.expect(r"Password: ", 30)
@@ -182,6 +189,17 @@ class Machine:
         # No echo and no prompt: what comes back is only what commands print.
         self.send(f"stty -echo; export PS1= PS2= PAGER=cat; dmesg -n 1 2>/dev/null; echo RE\"\"ADY{marker}\n")
         self.expect(f"READY{marker}", 30)
+
+    def install(self, label: str | None = None, user: str = ROOT[0], password: str = ROOT[1],
+                login: bool = True) -> None:
+        """First boot: the rescue system installs and reboots into the installed system (GRUB
+        boards: its normal entry `label`, the board's version unless given); then log in."""
+        self.expect("running install_step1.sh install", 180)
+        self.expect(re.compile(rb"^finished", re.M), 300)
+        if self.board.bootloader == "grub-bios":
+            self.expect(f"Booting `App Platform {label or self.board.image_version}'", 180)
+        if login:
+            self.login(user, password, 300)
 
     def run(self, cmd: str, timeout: float = 60) -> tuple[str, int]:
         marker = uuid.uuid4().hex[:10]
@@ -205,12 +223,8 @@ class Machine:
         self.send("\x1b[A" * 4 + "\x1b[B" * index + "\r")
 
     # -- QMP -----------------------------------------------------------------------------
-    def qmp(self, cmd: str, **args):
-        if self._qmp is None:
-            deadline = time.monotonic() + scaled(20)
-            while not self.qmp_path.exists() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            self._qmp = QMP(self.qmp_path, scaled(60))
+    def qmp(self, cmd: str, **args: object) -> object:
+        assert self._qmp is not None, "machine not started"
         return self._qmp.cmd(cmd, **args)
 
     # -- host side -----------------------------------------------------------------------
@@ -265,8 +279,6 @@ class Machine:
     def host_keys(self, timeout: float = 120) -> set[str]:
         """The guest's SSH host keys, ed25519 and ECDSA (ssh-keyscan, asking again until SSH
         has answered for both: under TCG one type's exchange may time out)."""
-        import subprocess
-
         deadline = time.monotonic() + scaled(timeout)
         keys: set[str] = set()
         while True:
@@ -301,77 +313,3 @@ class Machine:
                 return s.recv(64)
             except (ConnectionResetError, socket.timeout):
                 return b""
-
-
-class ReaderTerminal:
-    """The manual's reader at a terminal: the system's OpenSSH client (not the project's
-    code) logs in with a password, then `su root` as the manual types it. Commands are typed
-    one by one; after the login the echo is switched off and a marker that carries the exit
-    code ends each command's output, as on the serial console."""
-
-    SSH_OPTIONS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                   "-o", "PubkeyAuthentication=no", "-o", "LogLevel=ERROR")
-
-    def __init__(self, port: int, user: str, password: str, logfile: Path) -> None:
-        self.child = pexpect.spawn("ssh", ["-tt", "-p", str(port), *self.SSH_OPTIONS, f"{user}@127.0.0.1"],
-                                   timeout=scaled(90), encoding="utf-8", codec_errors="replace")
-        self.child.logfile_read = open(logfile, "a")
-        self.child.expect("password: ")
-        self.child.sendline(password)
-        self.child.expect(r"[$#] ")
-        self._quiet()
-
-    def _quiet(self) -> None:
-        marker = uuid.uuid4().hex[:8]
-        self.child.sendline(f"stty -echo; PS1= PS2=; echo RE\"\"ADY{marker}")
-        self.child.expect(f"READY{marker}")
-
-    def su(self, password: str, login: bool = False) -> str:
-        """`su root` (or `su - root`) with the password; returns what came before the prompt
-        (an error message, when su refused)."""
-        self.child.sendline("su - root" if login else "su root")
-        self.child.expect("Password: ")
-        self.child.sendline(password)
-        index = self.child.expect([r"# ", r"\$ ", "incorrect password", "must be suid"], timeout=scaled(60))
-        said = self.child.before + (self.child.after if index else "")
-        if index >= 2:
-            # su waits a moment after a wrong password and drops what was typed meanwhile.
-            time.sleep(scaled(4))
-        self._quiet()
-        return said
-
-    def run(self, cmd: str, timeout: float = 60) -> tuple[str, int]:
-        marker = uuid.uuid4().hex[:10]
-        self.child.sendline(f"{cmd}; echo \"@@M\"\"{marker}@@$?@@\"")
-        self.child.expect(rf"@@M{marker}@@(\d+)@@", timeout=scaled(timeout))
-        return self.child.before.replace("\r", "").strip("\n"), int(self.child.match.group(1))
-
-    def ok(self, cmd: str, timeout: float = 60) -> str:
-        out, rc = self.run(cmd, timeout)
-        assert rc == 0, f"'{cmd}' exited {rc}:\n{out}"
-        return out
-
-    def close(self) -> None:
-        self.child.close(force=True)
-
-
-def host_client(argv: list[str], password: str, timeout: float = 120,
-                commands: tuple[str, ...] = ()) -> str:
-    """Run an OpenSSH client program of the host (scp, sftp) that asks for a password once;
-    commands are typed at its "sftp> " prompt. Returns its output, raises with it when the
-    program fails."""
-    child = pexpect.spawn(argv[0], argv[1:], timeout=scaled(timeout), encoding="utf-8",
-                          codec_errors="replace")
-    child.expect("password: ")
-    child.sendline(password)
-    said = ""
-    for command in (*commands, "bye") if commands else ():
-        child.expect("sftp> ")
-        said += child.before
-        child.sendline(command)
-    child.expect(pexpect.EOF)
-    child.before = said + child.before
-    child.close()
-    out = child.before
-    assert child.exitstatus == 0, f"{' '.join(argv)} exited {child.exitstatus}:\n{out}"
-    return out

@@ -1,0 +1,47 @@
+"""Private caches for tests and benchmarks that build: downloads linked from a store (the
+user's cache), and no stage results, so every stage of a build in them runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+from apbuild import debian, lockfile, mirror
+from apbuild.cache import Cache
+from apbuild.config import find_root
+
+
+def seeded_cache(root: Path, boards: Iterable[str], store: Cache) -> Cache:
+    """A cache at `root` holding the locked packages of `boards`. Packages missing from
+    `store` are downloaded into it first (the only network use)."""
+    cache = Cache(root)
+    for board in boards:
+        lock = lockfile.read(find_root() / "boards" / f"{board}.lock")
+        if any(not store.has_blob(p.sha256) for p in lock.packages):
+            debian.fetch(lock, mirror.sources(), store, board=board)
+        for p in lock.packages:
+            _link(store.blob(p.sha256), cache.blob(p.sha256))
+    return cache
+
+
+def with_downloads(root: Path, store: Cache) -> Cache:
+    """A cache at `root` holding every download of `store` (none if it has none yet)."""
+    cache = Cache(root)
+    for blob in sorted((store.root / "blobs").rglob("*")):
+        if blob.is_file():
+            _link(blob, cache.root / blob.relative_to(store.root))
+    return cache
+
+
+def _link(source: Path, dest: Path) -> None:
+    """Hard links: a seeded cache costs no space (a copy where the store is on another
+    filesystem)."""
+    if dest.exists():
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)

@@ -1,0 +1,42 @@
+"""Unit and integration tests run as a stranger to the user's home: HOME, the XDG
+directories, the signing key directory and the cache point into this session's temporary
+directory. Builds (marked integration) use a private cache seeded with the locked packages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from apbuild.cache import Cache, default_root
+from apbuild.testing.seeding import seeded_cache
+
+# The user's downloads, read before private_home hides them: the seed of build_cache.
+STORE = Cache(default_root())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HOME", str(home))
+        for name, sub in (("XDG_CACHE_HOME", ".cache"), ("XDG_CONFIG_HOME", ".config"),
+                          ("XDG_DATA_HOME", ".local/share")):
+            env.setenv(name, str(home / sub))
+        env.setenv("APBUILD_KEY_DIR", str(home / "keys"))
+        env.setenv("APBUILD_CACHE", str(home / "cache"))
+        yield home
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that builds says so: whatever uses build_cache is an integration test."""
+    for item in items:
+        if "build_cache" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def build_cache(tmp_path_factory: pytest.TempPathFactory) -> Cache:
+    """One cache for the session's builds: the first build of a board fills its stages."""
+    return seeded_cache(tmp_path_factory.mktemp("build-cache"), ("x86_64-vm", "ipx10"), STORE)
