@@ -15,7 +15,6 @@ import ssl
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from apbuild.testing.accounts import ADMIN, ROOT

@@ -43,5 +43,7 @@ def _link(source: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(source, dest)
+    except FileExistsError:
+        pass  # another test worker seeding the same cache linked it first
     except OSError:
         shutil.copyfile(source, dest)
