@@ -54,6 +54,8 @@ HOST_TOOLS: dict[str, tuple[str, str]] = {
     "ip": ("iproute2", "test"),
     "dnsmasq": ("dnsmasq-base", "test"),
     "chronyd": ("chrony", "test"),
+    # tests/test_device_scripts.py: every shell script the images carry.
+    "shellcheck": ("shellcheck", "test"),
 }
 
 # Keep the environment small and stable: tools must not pick up the user's locale or
