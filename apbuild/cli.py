@@ -14,6 +14,7 @@ from .cache import Cache, default_root
 from .config import find_root, list_boards, load_project
 from .errors import ApbuildError
 from .run import interactive, run
+from .stage import Runner
 
 USAGE = """\
 ./build.py BOARD [--output DIR]     build a board (a name under boards/ or a .toml path)
@@ -90,7 +91,8 @@ def cmd_clean(cache: Cache, keep_days: float) -> int:
 
 def cmd_run(root: Path, board: str, args: argparse.Namespace, cache: Cache) -> int:
     """Boot the built image with its serial console on this terminal (like `mkosi qemu`)."""
-    from .pipeline import Build
+    from . import images
+    from .inputs import BuildInputs
     from .qemu import RESET_MARKER, choose_accel, command, gateway_loader, log_launch
 
     project = load_project(root, board)
@@ -102,7 +104,7 @@ def cmd_run(root: Path, board: str, args: argparse.Namespace, cache: Cache) -> i
     forwards = {22: 2222, 80: 8080, 443: 8443}
     if b.bootloader != "gateway":
         # The accelerator probe boots this board's own kernel (from the cache the build used).
-        kernel = Build(project, cache).kernel_image()
+        kernel = images.kernel_image(Runner(cache), BuildInputs.read(project, cache)).path
         launch = command(b, image, serial="mon:stdio", forwards=forwards,
                          accel=choose_accel(b, kernel, cache.root))
         log_launch(launch)

@@ -3,17 +3,19 @@ publishing into the output directory."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from . import debpkg, lockfile, mirror
+from . import debpkg, leakscan, lockfile, manifest, mirror, ova, sbom, vhdx
+from .cache import sha256_file
 from .files import replacing
+from .inputs import BuildInputs
+from .packages import Packages
 from .run import run
-from .tree import FILE
-
-if TYPE_CHECKING:
-    from .pipeline import Build
+from .schema import parse_size
+from .stage import Content, Runner
+from .tree import FILE, SYMLINK
 
 
 def to_qcow2(raw: Path, out: Path) -> Path:
@@ -23,50 +25,75 @@ def to_qcow2(raw: Path, out: Path) -> Path:
     return out
 
 
-def qcow2_stage(build: Build, raw: Path) -> Path:
-    def make(work: Path) -> None:
-        to_qcow2(raw, work / "disk.qcow2")
-    return build.stage("qcow2", {"raw": build.cache.recorded(raw)}, make, base=False) / "disk.qcow2"
+@dataclasses.dataclass(frozen=True)
+class DiskOutputInputs:
+    raw: Content
 
 
-def vhdx_stage(build: Build, raw: Path) -> Path:
+@dataclasses.dataclass(frozen=True)
+class OvaInputs:
+    raw: Content
+    vm: ova.VirtualMachine      # name, description, version, CPUs, RAM, capacity: as the OVF says
+    name: str
+    epoch: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SbomInputs:
+    packages: Packages
+    mirrors: tuple[tuple[str, str], ...]   # suite -> URI, for each package's download location
+    platform: str
+    version: str
+    arch: str
+    epoch: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ManifestInputs:
+    files: tuple[tuple[str, str, Content], ...]   # (name, kind, file) about to be published
+    board: str
+    platform: str
+    version: str
+    lockfile: Content
+    epoch: int
+
+
+@dataclasses.dataclass(frozen=True)
+class LeakScanInputs:
+    files: tuple[tuple[str, Content], ...]
+    needles: dict[str, str]
+
+
+def make_qcow2(inp: DiskOutputInputs, work: Path) -> None:
+    to_qcow2(inp.raw.path, work / "disk.qcow2")
+
+
+def make_vhdx(inp: DiskOutputInputs, work: Path) -> None:
     """The VM for Hyper-V: a dynamic VHDX whose identifiers come from the disk's content."""
-    from . import vhdx
-
-    seed = build.cache.recorded(raw)
-
-    def make(work: Path) -> None:
-        vhdx.to_vhdx(raw, work / "disk.vhdx", seed)
-    return build.stage("vhdx", {"raw": seed}, make, base=False) / "disk.vhdx"
+    vhdx.to_vhdx(inp.raw.path, work / "disk.vhdx", inp.raw.digest)
 
 
-def ova_stage(build: Build, raw: Path) -> Path:
+def make_ova(inp: OvaInputs, work: Path) -> None:
     """The VM for VMware/VirtualBox/Proxmox: OVF + streamOptimized VMDK + manifest."""
-    from . import ova
-    from .schema import parse_size
+    ova.make_ova(inp.raw.path, work, inp.vm, inp.name, inp.epoch, inp.raw.digest)
 
-    board = build.board
+
+def ova_inputs(b: BuildInputs, raw: Content) -> OvaInputs:
+    board = b.board
+    # RAM and CPUs are not image settings: they are named here, as the OVF says them.
     vm = ova.VirtualMachine(name=board.platform, description=board.description,
                             version=board.image_version, cpus=board.cpus, ram_mb=board.ram_mb,
                             capacity=parse_size(board.disk_size))
-    seed = build.cache.recorded(raw)
-
-    def make(work: Path) -> None:
-        ova.make_ova(raw, work, vm, board.outputs.ova, build.epoch, seed)
-    # RAM and CPUs are not image settings: they are named here, as the OVF says them.
-    inputs = {"raw": seed, "vm": vm, "name": board.outputs.ova}
-    return build.stage("ova", inputs, make, base=False) / board.outputs.ova
+    return OvaInputs(raw, vm, board.outputs.ova, b.epoch)
 
 
-def _copyright_of(build: Build, pkg: lockfile.LockedPackage) -> str | None:
+def _copyright_of(packages: Packages, pkg: lockfile.LockedPackage) -> str | None:
     """usr/share/doc/<pkg>/copyright from the .deb; a doc directory that is a link to another
     package's (libfoo1 -> libfoo-common, allowed within one source) is followed to it."""
-    from .tree import SYMLINK
-
-    debs = build.debs()
-    names = {p.name: p for p in build.lock.packages}
+    debs = packages.debs()
+    names = {p.name: p for p in packages.lock.packages}
     for _ in range(3):
-        tree = debpkg.unpack(build.cache, debs[pkg.name], pkg.sha256, pkg.name)
+        tree = debpkg.unpack(packages.cache, debs[pkg.name], pkg.sha256, pkg.name)
         entry = tree.get(f"/usr/share/doc/{pkg.name}/copyright")
         if entry is not None and entry.kind == FILE:
             return entry.read().decode(errors="replace")
@@ -77,59 +104,51 @@ def _copyright_of(build: Build, pkg: lockfile.LockedPackage) -> str | None:
     return None
 
 
-def sbom_stage(build: Build) -> Path:
+def make_sbom(inp: SbomInputs, work: Path) -> None:
     """<platform>.spdx.json: every locked package, its .deb hash, origin and licences."""
-    from . import sbom
-
-    uris = {s.suite: s.uri for s in mirror.sources()}
-    board = build.board
-    name = f"{board.platform}.spdx.json"
+    uris = dict(inp.mirrors)
 
     def url(p: lockfile.LockedPackage) -> str:
         return f"{uris[p.suite]}/{p.filename}" if p.suite in uris else sbom.NOASSERTION
 
-    def make(work: Path) -> None:
-        infos = sbom.package_infos(build.lock, url, lambda p: _copyright_of(build, p))
-        doc = sbom.document(board.platform, board.image_version, board.arch, build.lock, infos, build.epoch)
-        (work / name).write_bytes(sbom.dumps(doc))
-    inputs = {"mirrors": sorted(uris.items()), "platform": board.platform,
-              "version": board.image_version, "arch": board.arch}
-    return build.stage("sbom", inputs, make, base=False) / name
+    lock = inp.packages.lock
+    infos = sbom.package_infos(lock, url, lambda p: _copyright_of(inp.packages, p))
+    doc = sbom.document(inp.platform, inp.version, inp.arch, lock, infos, inp.epoch)
+    (work / f"{inp.platform}.spdx.json").write_bytes(sbom.dumps(doc))
 
 
-def manifest_stage(build: Build, files: dict[str, tuple[str, Path]]) -> Path:
-    """<platform>.manifest.json for the files about to be published (name -> (kind, path))."""
-    from . import manifest
-    from .cache import sha256_file
-
-    board = build.board
-    name = f"{board.platform}.manifest.json"
-    lock_sha = sha256_file(board.lockfile)
-
-    def make(work: Path) -> None:
-        outputs = [manifest.describe(n, kind, path) for n, (kind, path) in files.items()]
-        (work / name).write_bytes(manifest.render(
-            board=board.name, platform=board.platform, image_version=board.image_version,
-            lockfile_name=f"boards/{board.lockfile.name}", lockfile_sha256=lock_sha,
-            epoch=build.epoch, outputs=outputs))
-    inputs = {"board": board.name, "files": {n: [k, build.cache.recorded(p)] for n, (k, p) in files.items()},
-              "lockfile": lock_sha, "version": board.image_version}
-    return build.stage("manifest", inputs, make, base=False) / name
+def sbom_inputs(b: BuildInputs) -> SbomInputs:
+    board = b.board
+    return SbomInputs(packages=b.packages, mirrors=tuple(sorted((s.suite, s.uri) for s in mirror.sources())),
+                      platform=board.platform, version=board.image_version, arch=board.arch, epoch=b.epoch)
 
 
-def leak_scan(build: Build, files: dict[str, Path]) -> None:
+def make_manifest(inp: ManifestInputs, work: Path) -> None:
+    """<platform>.manifest.json for the files about to be published."""
+    outputs = [manifest.describe(name, kind, file.path) for name, kind, file in inp.files]
+    (work / f"{inp.platform}.manifest.json").write_bytes(manifest.render(
+        board=inp.board, platform=inp.platform, image_version=inp.version,
+        lockfile_name=f"boards/{inp.lockfile.path.name}", lockfile_sha256=inp.lockfile.digest,
+        epoch=inp.epoch, outputs=outputs))
+
+
+def manifest_inputs(b: BuildInputs, files: dict[str, tuple[str, Content]]) -> ManifestInputs:
+    board = b.board
+    return ManifestInputs(files=tuple((n, kind, c) for n, (kind, c) in files.items()), board=board.name,
+                          platform=board.platform, version=board.image_version,
+                          lockfile=Content(board.lockfile, sha256_file(board.lockfile)), epoch=b.epoch)
+
+
+def make_leak_scan(inp: LeakScanInputs, work: Path) -> None:
+    leakscan.check({n: c.path for n, c in inp.files}, inp.needles)
+    (work / "clean").write_text("".join(f"{n}\n" for n in sorted(n for n, _ in inp.files)))
+
+
+def leak_scan(runner: Runner, files: dict[str, Content], work_tree: Path) -> None:
     """Fail before publishing if any output or boot file names the build host; the clean
     verdict is cached by the files' hashes and the host strings, so a no-op build is fast."""
-    from . import leakscan
-    from .config import find_root
-
-    needles = leakscan.host_needles(find_root(), build.cache.root)
-
-    def make(work: Path) -> None:
-        leakscan.check(files, needles)
-        (work / "clean").write_text("".join(f"{n}\n" for n in sorted(files)))
-    inputs = {"files": {n: build.cache.recorded(p) for n, p in files.items()}, "needles": needles}
-    build.stage("leakscan", inputs, make, base=False)
+    needles = leakscan.host_needles(work_tree, runner.cache.root)
+    runner.run("leakscan", make_leak_scan, LeakScanInputs(tuple(files.items()), needles))
 
 
 def publish(src: Path, dest: Path) -> bool:

@@ -8,14 +8,14 @@ rest away. That is what lets a PostgreSQL appliance fit in tens of megabytes.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
 from . import elfcheck
-from .config import MACHINE_ONLY, Board, Project, Recipe, Selection
+from .config import MACHINE_ONLY, Board, Recipe, Selection
 from .errors import ApbuildError, ConfigError
 from .tree import DIR, FILE, SYMLINK, Entry, Tree, norm
 from .users import user_files
@@ -105,11 +105,14 @@ class ImageBoard:
         self._board = board
 
     def __getattr__(self, name: str):
-        if name in MACHINE_ONLY:
+        if name in MACHINE_ONLY or (name in Board.__dataclass_fields__ and name not in self.stage_key()):
             raise jinja2.UndefinedError(
                 f"board.{name} is the machine's, not the image's: boards that differ in it share "
                 f"this image (read it on the device instead, e.g. /proc/meminfo for RAM)")
         return getattr(self._board, name)
+
+    def stage_key(self) -> dict:
+        return self._board.image_settings()
 
 
 def render_overlay(directory: Path, context: Mapping[str, Any], origin: str) -> Tree:
@@ -185,10 +188,10 @@ def _apply_modes(tree: Tree, sel: Selection, recipe: Recipe, image: str,
                                          entry.target, entry.source, entry.data, entry.origin)
 
 
-def system_layer(project: Project, image: str, pool: Tree, modules: Tree) -> Tree:
+def system_layer(recipes: Sequence[Recipe], image: str, arch: str, pool: Tree, modules: Tree) -> Tree:
     """What the packages give an image: kept files, ELF closure, modules, links, applets."""
-    sels = [(r, getattr(r, image)) for r in project.recipes]
-    tree = select(pool, [k for _, s in sels for k in s.keep], project.board.arch)
+    sels = [(r, getattr(r, image)) for r in recipes]
+    tree = select(pool, [k for _, s in sels for k in s.keep], arch)
     drop = glob_regex(d for _, s in sels for d in s.drop)
     if drop is not None:
         for path in [p for p in tree.entries if drop.match(p)]:
@@ -204,22 +207,20 @@ def system_layer(project: Project, image: str, pool: Tree, modules: Tree) -> Tre
     return tree
 
 
-def config_layer(project: Project, image: str, system: Tree, context: Mapping[str, Any],
-                 global_overlay: Path | None) -> Tree:
-    """What the recipes write: users, overlays, rendered templates, and mode overrides.
+def config_layer(recipes: Sequence[Recipe], image: str, system: Tree, context: Mapping[str, Any],
+                 overlays: Sequence[tuple[str, Path]], salt: str, where: Path) -> Tree:
+    """What the recipes write: users, overlays ((origin, directory) in the order they apply),
+    rendered templates, and mode overrides (`where`: the board, named in errors).
 
     Kept apart from the system layer because it changes far more often: a template edit
     recompresses this small layer only. Mode overrides of system-layer paths were applied
     there (system_layer); those of the recipes' own files are applied here.
     """
-    sels = [(r, getattr(r, image)) for r in project.recipes]
+    sels = [(r, getattr(r, image)) for r in recipes]
     shell = next((sel.login_shell for _, sel in sels if sel.login_shell), "")
-    tree = user_files(project, context.get("salt", project.board.name), shell)
-    for recipe, _ in sels:
-        tree.merge(render_overlay(recipe.overlay("common"), context, recipe.name))
-        tree.merge(render_overlay(recipe.overlay(image), context, recipe.name))
-    if image == "rootfs" and global_overlay is not None:
-        tree.merge(render_overlay(global_overlay, context, "rootfs-overlay"))
+    tree = user_files(recipes, salt, shell, where)
+    for origin, directory in overlays:
+        tree.merge(render_overlay(directory, context, origin))
     # Parent directories made implicitly must not override the system layer's modes ...
     for path, entry in list(tree.entries.items()):
         if entry.kind == DIR and entry.origin == "" and (sys_entry := system.get(path)) is not None:

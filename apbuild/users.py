@@ -5,8 +5,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import hashlib
+from collections.abc import Sequence
+from pathlib import Path
 
-from .config import Project
+from .config import Recipe
 from .errors import ApbuildError, ConfigError
 from .tree import FILE, Entry, Tree
 
@@ -36,12 +38,12 @@ def sha512_crypt(password: str, salt_source: str) -> str:
     return hashed.decode()
 
 
-def user_files(project: Project, salt: str, shell: str = "") -> Tree:
+def user_files(recipes: Sequence[Recipe], salt: str, shell: str = "", where: Path = Path()) -> Tree:
     """/etc/passwd, group and shadow of the recipes' users; `shell` replaces every user's
-    login shell (an image that lacks theirs)."""
+    login shell (an image that lacks theirs); `where` (the board) is named in errors."""
     users = {}
     groups = {}
-    for recipe in project.recipes:
+    for recipe in recipes:
         for g in recipe.groups:
             if g.name in groups and groups[g.name] != g.gid:
                 raise ConfigError(recipe.path, f"groups.{g.name}", f"gid {g.gid} conflicts with {groups[g.name]}")
@@ -54,7 +56,7 @@ def user_files(project: Project, salt: str, shell: str = "") -> Tree:
     for u in users.values():
         for g in u.groups:
             if g not in groups:
-                raise ConfigError(project.board.path, "recipes", f"user {u.name}: no group {g!r}")
+                raise ConfigError(where, "recipes", f"user {u.name}: no group {g!r}")
             members[g].append(u.name)
     passwd = "".join(f"{u.name}:x:{u.uid}:{u.gid}:{u.name}:{u.home}:{shell or u.shell}\n"
                      for u in sorted(users.values(), key=lambda u: u.uid))

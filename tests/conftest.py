@@ -50,3 +50,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def build_cache(tmp_path_factory: pytest.TempPathFactory) -> Cache:
     """One cache for the session's builds: the first build of a board fills its stages."""
     return seeded_cache(_run_dir(tmp_path_factory) / "build-cache", ("x86_64-vm", "ipx10"), STORE)
+
+
+@pytest.fixture(scope="session")
+def update_key(private_home: Path) -> Path:
+    """The private home's update signing key (a build makes it; reading inputs does not)."""
+    from apbuild import signing
+
+    return signing.ensure_key(signing.default_dir()).public

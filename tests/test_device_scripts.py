@@ -12,7 +12,7 @@ import pytest
 from apbuild import rootfs
 from apbuild.cache import Cache
 from apbuild.config import find_root, list_boards, load_project
-from apbuild.pipeline import Build
+from apbuild.inputs import BuildInputs
 from apbuild.tree import FILE
 
 ROOT = find_root()
@@ -27,7 +27,7 @@ def device_scripts(board: str, cache: Path, out: Path) -> dict[Path, str]:
     """The board's shell scripts, written under out/<recipe>/<image>/<path in the image>,
     with the shell to check them as ('' for a script's own #! line)."""
     project = load_project(ROOT, board)
-    context = Build(project, Cache(cache)).context(**MODULES)
+    context = BuildInputs.read(project, Cache(cache)).context().variables(**MODULES)
     written: dict[Path, str] = {}
     for recipe in project.recipes:
         for image in ("common", "rootfs", "ramdisk", "boot", f"boot-{project.board.bootloader}"):
@@ -46,8 +46,7 @@ def device_scripts(board: str, cache: Path, out: Path) -> dict[Path, str]:
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed "
                     "(./build.py test installs it: apt-get install shellcheck)")
 @pytest.mark.parametrize("board", list_boards(ROOT))
-def test_device_scripts_pass_shellcheck(board, tmp_path, monkeypatch):
-    monkeypatch.setenv("APBUILD_KEY_DIR", str(tmp_path / "keys"))
+def test_device_scripts_pass_shellcheck(board, tmp_path, update_key):
     scripts = device_scripts(board, tmp_path / "cache", tmp_path / "scripts")
     assert len(scripts) > 20, scripts  # the installer, init, setip, the S?? scripts ...
     names = {p.name for p in scripts}

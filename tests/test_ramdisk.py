@@ -8,7 +8,9 @@ import shutil
 import subprocess
 
 from apbuild.config import find_root, load_project
-from apbuild.pipeline import Build
+from apbuild import images, signing
+from apbuild.inputs import BuildInputs
+from apbuild.stage import Runner
 
 ROOT = find_root()
 
@@ -23,7 +25,8 @@ def test_ext2_ramdisk_boots_its_setup_from_inittab(tmp_path, build_cache):
 
     project = load_project(ROOT, str(board))
     assert project.board.boot_files["ramdisk"] == "ramdisk.ext2.xz"
-    ramdisk = Build(project, build_cache).ramdisk()
+    signing.ensure_key(signing.default_dir())
+    ramdisk = images.image(Runner(build_cache), BuildInputs.read(project, build_cache), "ramdisk").path
     assert ramdisk.name == "ramdisk.ext2.xz"
     image = tmp_path / "ramdisk.ext2"
     image.write_bytes(lzma.decompress(ramdisk.read_bytes()))

@@ -41,13 +41,10 @@ def test_mode_overrides_win_over_implicit_parent_directories(tmp_path):
     recipe = Recipe(description="t", rootfs=Selection(modes={"/home/root": "0700 0:0"}),
                     name="r", path=tmp_path / "r.toml")
 
-    class P:  # the parts of a Project config_layer reads
-        recipes = (recipe,)
-        board = type("B", (), {"name": "b", "path": Path("b.toml")})()
-
     system = Tree()
     system.add("/home/root", Entry(DIR, 0o755))
-    layer = config_layer(P, "rootfs", system, {}, None)
+    overlays = [("r", tmp_path / "r" / "common")]
+    layer = config_layer((recipe,), "rootfs", system, {}, overlays, "salt", Path("b.toml"))
     assert layer.get("/home/root").mode == 0o700
     assert layer.get("/home/root/script.sh") is not None
 
@@ -64,12 +61,8 @@ def test_a_mode_override_of_a_package_file_is_applied_in_the_system_layer_only(t
                                                       modes={"/usr/bin/tool": "4755 0:0"}),
                     name="r", path=tmp_path / "r.toml")
 
-    class P:  # the parts of a Project the layers read
-        recipes = (recipe,)
-        board = type("B", (), {"name": "b", "path": Path("b.toml"), "arch": "amd64"})()
-
     pool = Tree()
     pool.add("/usr/bin/tool", Entry(FILE, 0o755, data=b"#!/bin/sh\n"))
-    system = system_layer(P, "rootfs", pool, Tree())
+    system = system_layer((recipe,), "rootfs", "amd64", pool, Tree())
     assert system.get("/usr/bin/tool").mode == 0o4755
-    assert config_layer(P, "rootfs", system, {}, None).get("/usr/bin/tool") is None
+    assert config_layer((recipe,), "rootfs", system, {}, (), "salt", Path("b.toml")).get("/usr/bin/tool") is None

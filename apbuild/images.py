@@ -1,0 +1,198 @@
+"""The stages that make sda1's payload: the kernel, the rescue ramdisk and the root
+filesystem. Each image is two cached layers (packages, then configuration), each its own xz
+stream (tar and initramfs both accept concatenation), so a changed template recompresses
+only the small configuration layer."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import shutil
+from pathlib import Path
+
+from . import elfcheck, fsimage, kernel, log, rootfs
+from .config import Kernel, Recipe
+from .inputs import BuildInputs, TemplateContext
+from .packages import Packages
+from .files import replacing
+from .run import PIPE, spawn
+from .stage import Content, Runner
+from .tree import Tree
+
+
+@dataclasses.dataclass(frozen=True)
+class SystemInputs:
+    """The package layer of one image: what the recipes keep of the locked packages."""
+
+    image: str                    # "rootfs" or "ramdisk"
+    arch: str
+    kernel: Kernel                # its module lists and image glob
+    recipes: tuple[Recipe, ...]   # their selections
+    packages: Packages
+    epoch: int
+    where: Path                   # the board, named in errors (not in the key)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigInputs:
+    """The configuration layer: users, overlays and rendered templates over the package layer."""
+
+    system: SystemInputs
+    overlays: tuple[tuple[str, Content], ...]   # (origin, directory) in the order they apply
+    context: TemplateContext
+
+
+@dataclasses.dataclass(frozen=True)
+class JoinInputs:
+    name: str
+    system: Content
+    config: Content
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelImageInputs:
+    compress: str
+    image: str                    # the glob of the image in the kernel package
+    vendor: Content | None        # the vendor's file (board kernel.file), else the package's
+    packages: Packages | None     # the kernel package alone
+
+
+def system_inputs(b: BuildInputs, image: str) -> SystemInputs:
+    return SystemInputs(image=image, arch=b.board.arch, kernel=b.board.kernel,
+                        recipes=b.project.recipes, packages=b.packages, epoch=b.epoch,
+                        where=b.board.path)
+
+
+def config_inputs(b: BuildInputs, image: str) -> ConfigInputs:
+    overlays = b.overlays("common", image)
+    if image == "rootfs":
+        overlays += (("rootfs-overlay", b.global_overlay()),)
+    return ConfigInputs(system=system_inputs(b, image), overlays=overlays, context=b.context())
+
+
+def kernel_inputs(b: BuildInputs) -> KernelImageInputs:
+    k = b.board.kernel
+    if k.file:
+        return KernelImageInputs(k.compress, k.image, Content(b.board.path.parent / k.file, k.sha256), None)
+    name = f"linux-image-{b.context().kernel_version}"
+    return KernelImageInputs(k.compress, k.image, None, b.packages.only(name))
+
+
+# -- the stages ------------------------------------------------------------------------------
+
+def system_tree(inp: SystemInputs) -> tuple[Tree, dict[str, list[str]]]:
+    """The image's package layer, and the insmod orders of the ramdisk's modules: the
+    disk drivers it loads at every boot ("boot_modules") and the running system's
+    (NICs) that the rescue system loads as well ("rescue_modules")."""
+    pool = inp.packages.pool()
+    kinfo = inp.packages.kernel(inp.kernel.image)
+    extra = tuple(m for r in inp.recipes for m in getattr(r, inp.image).modules)
+    what = f"{inp.where}: kernel"
+    k = inp.kernel
+    if inp.image == "ramdisk":
+        boot = kernel.closure(pool, kinfo, k.boot_modules + extra, what)
+        order = kernel.closure(pool, kinfo, k.boot_modules + extra + k.modules, what)
+    else:
+        order = boot = kernel.closure(pool, kinfo, k.modules + extra, what)
+    tree = rootfs.system_layer(inp.recipes, inp.image, inp.arch, pool, kernel.module_tree(pool, kinfo, order))
+    base = f"/usr/lib/modules/{kinfo.version}/"
+    return tree, {"boot_modules": [p[len(base):] for p in boot],
+                  "rescue_modules": [p[len(base):] for p in order if p not in boot]}
+
+
+def layers(inp: ConfigInputs) -> tuple[Tree, Tree]:
+    """The image's package layer and its configuration layer."""
+    system, order = system_tree(inp.system)
+    overlays = [(origin, content.path) for origin, content in inp.overlays]
+    config = rootfs.config_layer(inp.system.recipes, inp.system.image, system,
+                                 inp.context.variables(**order), overlays, inp.context.platform, inp.system.where)
+    return system, config
+
+
+def _write(tree: Tree, image: str, epoch: int, out: Path, end: bool) -> None:
+    if image == "ramdisk":
+        xz_pipe(lambda f: tree.write_cpio(f, epoch), out)
+    else:
+        xz_pipe(lambda f: tree.write_tar(f, epoch, end=end), out)
+
+
+def make_system(inp: SystemInputs, work: Path) -> None:
+    tree, _ = system_tree(inp)
+    _write(tree, inp.image, inp.epoch, work / "layer.xz", end=False)
+
+
+def make_config(inp: ConfigInputs, work: Path) -> None:
+    system, config = layers(inp)
+    checked = elfcheck.check_tree(rootfs.union(system, config), inp.system.arch)
+    log.detail(f"{inp.system.image}: {len(system.entries)} + {len(config.entries)} entries, "
+               f"{checked} ELF files checked")
+    _write(config, inp.system.image, inp.system.epoch, work / "layer.xz", end=True)
+
+
+def make_join(inp: JoinInputs, work: Path) -> None:
+    with open(work / inp.name, "wb") as out:
+        for part in (inp.system, inp.config):
+            with open(part.path, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 20)
+
+
+def make_ext2_ramdisk(inp: ConfigInputs, work: Path) -> None:
+    """ramdisk.ext2.xz: the same ramdisk as an ext2 RAM disk image, for a kernel with the
+    RAM disk built in (root=/dev/ram0 mounts it; inittab runs /init as sysinit)."""
+    tree = rootfs.union(*layers(inp))
+    tree.entries.pop("/", None)
+    files = work / "files"
+    tree.write_dir(files)
+    fsimage.make_ext("ext2", files, work / "ramdisk.ext2", label="ramdisk",
+                     uuid=fsimage.uuid_from(inp.context.platform, "ramdisk"), epoch=inp.system.epoch)
+    shutil.rmtree(files)
+    with open(work / "ramdisk.ext2", "rb") as image:
+        xz_pipe(lambda f: shutil.copyfileobj(image, f, 1 << 20), work / "ramdisk.ext2.xz")
+    (work / "ramdisk.ext2").unlink()
+
+
+def make_kernel(inp: KernelImageInputs, work: Path) -> None:
+    """sda1's kernel: the package's image (gzipped if the board says so), or the vendor's
+    file, whose SHA-256 was checked when the board was loaded."""
+    if inp.vendor is not None:
+        data = inp.vendor.path.read_bytes()
+    else:
+        assert inp.packages is not None
+        pool = inp.packages.pool()
+        entry = pool.get(inp.packages.kernel(inp.image).image)
+        assert entry is not None
+        data = entry.read()
+    if inp.compress == "gzip":
+        data = gzip.compress(data, compresslevel=9, mtime=0)
+    (work / "vmlinuz").write_bytes(data)
+
+
+# -- the steps the pipeline calls ------------------------------------------------------------
+
+def image(runner: Runner, b: BuildInputs, image: str) -> Content:
+    """rootfs.tar.xz, ramdisk.cpio.xz or ramdisk.ext2.xz: the package layer, then the
+    configuration layer."""
+    system = runner.run(f"{image}-system", make_system, system_inputs(b, image), "layer.xz")
+    config_in = config_inputs(b, image)
+    config = runner.run(f"{image}-config", make_config, config_in, "layer.xz")  # checks the ELF files
+    if image == "ramdisk" and b.board.kernel.ramdisk_format == "ext2":
+        return runner.run("ramdisk-ext2", make_ext2_ramdisk, config_in, "ramdisk.ext2.xz")
+    name = "rootfs.tar.xz" if image == "rootfs" else "ramdisk.cpio.xz"
+    return runner.run(image, make_join, JoinInputs(name, system, config), name)
+
+
+def kernel_image(runner: Runner, b: BuildInputs) -> Content:
+    return runner.run("kernel", make_kernel, kernel_inputs(b), "vmlinuz")
+
+
+def xz_pipe(writer, out: Path) -> None:
+    """Stream a writer's bytes through xz: two threads with a fixed block size give the same
+    bytes on any machine; CRC32 checks because the kernel's xz decoder takes only those.
+    -9 with 64 MiB blocks: 1.0 MB smaller than -6 with 8 MiB blocks on the arm64 rootfs and
+    1.2 MB on the VM's (the 50 MB limit), 65 MiB to unpack (ipx10 has 256 MB), 1.3 GB and
+    twice the time to pack (a cached stage)."""
+    with replacing(out) as tmp, open(tmp, "wb") as dest:
+        with spawn(["xz", "-9", "--check=crc32", "-T2", "--block-size=64MiB", "-c"],
+                   stdin=PIPE, stdout=dest) as proc:
+            assert proc.stdin is not None
+            writer(proc.stdin)
