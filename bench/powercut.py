@@ -25,9 +25,9 @@ from apbuild.testing.lifecycle import (Tally, UpdateCut, cut_during_commits,  # 
                                        cut_during_update, cut_during_upload, make_updates)
 from apbuild.testing.machine import Machine  # noqa: E402
 
-PHASES = [("old rescue system writes the new sda1", "writing the new /dev/sda1"),
-          ("old rescue system switches the table", "switching partition 1"),
-          ("new rescue system unpacks the rootfs", "tar -xJf")]
+PHASES = [("old rescue system writes the new sda1", "apbuild-phase: update-write"),
+          ("old rescue system switches the table", "apbuild-phase: update-switch"),
+          ("new rescue system unpacks the rootfs", "apbuild-phase: install-unpack")]
 DELAYS = [0.0, 1.0, 2.5]          # seconds into each phase
 COMMIT_CUTS = [1, 3, 8, 13, 21, 34]
 

@@ -82,9 +82,9 @@ def test_signed_update_applies_and_keeps_data_others_refused(name, build_board, 
 # then three while PostgreSQL commits.
 # bench/powercut.py runs a larger, spread set with the same code.
 UPDATE_CUTS = [
-    UpdateCut("rescue system, old image: writing the new sda1", "writing the new /dev/sda1", 0),
-    UpdateCut("rescue system, old image: switching the table", "switching partition 1", 0),
-    UpdateCut("rescue system, new image: unpacking the rootfs", "tar -xJf", 0),
+    UpdateCut("rescue system, old image: writing the new sda1", "apbuild-phase: update-write", 0),
+    UpdateCut("rescue system, old image: switching the table", "apbuild-phase: update-switch", 0),
+    UpdateCut("rescue system, new image: unpacking the rootfs", "apbuild-phase: install-unpack", 0),
 ]
 COMMIT_CUTS = [5, 17, 29]
 

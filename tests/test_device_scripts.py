@@ -18,7 +18,7 @@ from apbuild.tree import FILE
 ROOT = find_root()
 SHELLS = (b"#!/bin/sh", b"#!/bin/bash")
 # Files the shells read rather than run, with the shell that reads them.
-SOURCED = {"/etc/profile": "sh", "/etc/bash.bashrc": "bash"}
+SOURCED = {"/etc/profile": "sh", "/etc/bash.bashrc": "bash", "/etc/apbuild/device.conf": "sh"}
 # The module lists the kernel stage works out from the pool: their shape is what counts here.
 MODULES = {"boot_modules": ["kernel/drivers/a.ko", "kernel/fs/b.ko"], "rescue_modules": ["kernel/net/c.ko"]}
 
@@ -35,7 +35,7 @@ def device_scripts(board: str, cache: Path, out: Path) -> dict[Path, str]:
                 if entry.kind != FILE:
                     continue
                 data = entry.data if entry.data is not None else Path(entry.source).read_bytes()
-                if data.startswith(SHELLS) or path in SOURCED:
+                if data.startswith(SHELLS) or path in SOURCED or path.endswith(".sh"):
                     dest = out / recipe.name / image / path.lstrip("/")
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     dest.write_bytes(data)
@@ -50,7 +50,8 @@ def test_device_scripts_pass_shellcheck(board, tmp_path, update_key):
     scripts = device_scripts(board, tmp_path / "cache", tmp_path / "scripts")
     assert len(scripts) > 20, scripts  # the installer, init, setip, the S?? scripts ...
     names = {p.name for p in scripts}
-    assert {"install_step1.sh", "init", "setip", "update-image", "S50postgresql", "profile"} <= names, names
+    assert {"install_step1.sh", "init", "setip", "update-image", "S50postgresql", "profile",
+            "device.sh", "slot.sh", "bootmode.sh", "device.conf"} <= names, names
     found = ""
     for shell in sorted(set(scripts.values())):
         files = [str(p) for p, s in scripts.items() if s == shell]

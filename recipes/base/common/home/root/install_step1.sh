@@ -1,35 +1,34 @@
 #!/bin/sh
 # shellcheck disable=SC2015  # 'a && b || fail': fail when any step fails, as meant
-# install_step1.sh LOG [install|update|resize] -- the App Platform installer ({{ platform }}).
+# install_step1.sh LOG [install|update|resize] -- the App Platform installer.
+# The layout comes from the device contract (/etc/apbuild/device.conf, through
+# /usr/lib/apbuild/device.sh); below, sda1 is the boot partition, sda2 data, sda3 rootfs, sda4 swap.
 #
-# install: create {{ part.rootfs.device }} (ext4), {{ part.swap.device }} (swap) and {{ part.data.device }} (ext4, the rest of
-#          the disk, physically last), unpack the rootfs from {{ part.boot.device }}, switch the boot to
-#          normal and reboot. Every step may be cut by a power loss and run again: the
-#          "pending" file on {{ part.boot.device }} stays until the end, and {{ part.data.device }} is only formatted
-#          when it holds no ext4 filesystem yet (data is never at risk).
-# update:  (rescue system, old image) write the new {{ part.boot.device }} of the update staged by update-image
-#          on {{ part.data.device }} into the half of {{ part.boot.device }}'s reserved area the current one does not use,
-#          read it back, then point partition {{ part.boot.number }} at it (one sector written) and reboot: the
-#          new image's rescue system runs its install, which keeps {{ part.data.device }}. A cut before the
-#          switch redoes the update; a refused update leaves the old image running.
-# resize:  grow {{ part.data.device }} and its filesystem to the end of an enlarged disk, then reboot.
+# install: create sda3 (ext4), sda4 (swap) and sda2 (ext4, the rest of the disk, physically
+#          last), unpack the rootfs from sda1, switch the boot to normal and reboot. Every step
+#          may be cut by a power loss and run again: the "pending" file on sda1 stays until
+#          the end, and sda2 is only formatted when it holds no ext4 filesystem yet (data is
+#          never at risk).
+# update:  (rescue system, old image) write the new sda1 of the update staged by update-image
+#          on sda2 into the half of sda1's reserved area the current one does not use, read it
+#          back, then point partition 1 at it (one sector written) and reboot: the new
+#          image's rescue system runs its install, which keeps sda2. A cut before the switch
+#          redoes the update; a refused update leaves the old image running.
+# resize:  grow sda2 and its filesystem to the end of an enlarged disk, then reboot.
 # The log ends with the line "finished" when the action has succeeded (for an update: when
-# the new image's install has).
+# the new image's install has). Lines "apbuild-phase: NAME" mark the phases for the tests.
 set -u
 LOG=${1:?usage: install_step1.sh LOG [install|update|resize]}
 ACTION=${2:-install}
-DISK=${DISK:-/dev/sda}
-BOOT={{ part.boot.mount }}
 PATH=/usr/sbin:/usr/bin
-STAGED={{ staged }}
+# shellcheck source=/dev/null
+. "${APBUILD_LIB:-/usr/lib/apbuild}/device.sh"
+BOOT=$BOOT_MOUNT
 # root's and admin's password hashes that every install sets: provisioned ones, and before an
 # update the ones the old image had (so neither an update nor a reinstall brings the defaults back).
 KEPT=/mnt/sda2/etc/provisioned-shadow
 # The apps' own accounts (passwd, group, shadow lines) that an update carries over.
 ACCOUNTS=/mnt/sda2/etc/kept-accounts
-# The two places an sda1 can live in its reserved area (sectors, MiB-aligned).
-SLOT_A={{ part.boot.start_sector }}
-SLOT_B={{ part.boot.start_sector + part.boot.update_slot_sectors }}
 
 is_mounted() { grep -q " $1 " /proc/mounts; }
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') $*" >> "$LOG"; echo "$*"; }
@@ -55,7 +54,7 @@ fail() { log "ERROR: $*"; save_log; exit 1; }
 step() { log "+ $*"; "$@" >> "$LOG" 2>&1 || fail "'$*' failed"; }
 
 mount_boot() {
-    is_mounted "$BOOT" || step mount -t {{ 'vfat' if part.boot.filesystem == 'fat32' else 'ext2' }} {{ part.boot.device }} "$BOOT"
+    is_mounted "$BOOT" || step mount -t "$BOOT_FSTYPE" "$BOOT_DEV" "$BOOT"
 }
 
 wait_for() {
@@ -66,38 +65,39 @@ wait_for() {
 
 partition() {
     table=$(sfdisk -d "$DISK" 2>>"$LOG") || fail "cannot read the partition table of $DISK"
-    if echo "$table" | grep -q "^${DISK}{{ part.rootfs.number }} : start= *{{ part.rootfs.start_sector }}," \
-        && echo "$table" | grep -q "^${DISK}{{ part.swap.number }} : start= *{{ part.swap.start_sector }}," \
-        && echo "$table" | grep -q "^${DISK}{{ part.data.number }} : start= *{{ part.data.start_sector }},"; then
+    if echo "$table" | grep -q "^${DISK}$ROOTFS_NUMBER : start= *$ROOTFS_START," \
+        && echo "$table" | grep -q "^${DISK}$SWAP_NUMBER : start= *$SWAP_START," \
+        && echo "$table" | grep -q "^${DISK}$DATA_NUMBER : start= *$DATA_START,"; then
         log "partition table already complete"
         return
     fi
-    boot_line=$(echo "$table" | grep "^${DISK}{{ part.boot.number }} :") || fail "no {{ part.boot.device }} in the table"
+    boot_line=$(echo "$table" | grep "^${DISK}$BOOT_NUMBER :") || fail "no $BOOT_DEV in the table"
     boot_size=$(echo "$boot_line" | sed -n 's/.*size= *\([0-9]*\).*/\1/p')
-    log "writing the partition table ({{ part.boot.device }} keeps $boot_size sectors)"
+    phase install-partition
+    log "writing the partition table ($BOOT_DEV keeps $boot_size sectors)"
     # Nothing on the disk may be mounted, so the kernel re-reads the new table at once.
     umount "$BOOT" 2>/dev/null
     sfdisk --wipe never "$DISK" >> "$LOG" 2>&1 <<TABLE || fail "sfdisk failed"
 label: dos
-label-id: {{ disk_id }}
+label-id: $DISK_ID
 unit: sectors
 
-${DISK}{{ part.boot.number }} : start={{ part.boot.start_sector }}, size=$boot_size, type={{ part.boot.mbr_type }}, bootable
-${DISK}{{ part.rootfs.number }} : start={{ part.rootfs.start_sector }}, size={{ part.rootfs.size_sectors }}, type={{ part.rootfs.mbr_type }}
-${DISK}{{ part.swap.number }} : start={{ part.swap.start_sector }}, size={{ part.swap.size_sectors }}, type={{ part.swap.mbr_type }}
-${DISK}{{ part.data.number }} : start={{ part.data.start_sector }}, type={{ part.data.mbr_type }}
+${DISK}$BOOT_NUMBER : start=$BOOT_START, size=$boot_size, type=$BOOT_TYPE, bootable
+${DISK}$ROOTFS_NUMBER : start=$ROOTFS_START, size=$ROOTFS_SECTORS, type=$ROOTFS_TYPE
+${DISK}$SWAP_NUMBER : start=$SWAP_START, size=$SWAP_SECTORS, type=$SWAP_TYPE
+${DISK}$DATA_NUMBER : start=$DATA_START, type=$DATA_TYPE
 TABLE
     blockdev --rereadpt "$DISK" 2>/dev/null
-    for n in {{ part.rootfs.number }} {{ part.swap.number }} {{ part.data.number }}; do wait_for "${DISK}$n"; done
+    for n in $ROOTFS_NUMBER $SWAP_NUMBER $DATA_NUMBER; do wait_for "${DISK}$n"; done
     sync
 }
 
 provision() {
     # Passwords given at installation instead of the defaults (docs/user-guide.md,
     # "Provisioning"): $BOOT/provision.conf, KEY=VALUE lines, read as data (never run).
-    # The resulting hashes are kept on {{ part.data.device }}, so the fresh rootfs of a later update gets
+    # The resulting hashes are kept on sda2, so the fresh rootfs of a later update gets
     # them too; the file itself is overwritten and deleted, so the secret does not stay on
-    # {{ part.boot.device }}. Bad input stops the install with the file and key in the log.
+    # sda1. Bad input stops the install with the file and key in the log.
     conf="$BOOT/provision.conf" kept=$KEPT
     if [ -f "$conf" ]; then
         root_hash="" admin_hash="" root_pw="" admin_pw=""
@@ -144,7 +144,7 @@ provision() {
         log "provisioned the passwords of: $(cut -d: -f1 "$kept" | tr '\n' ' ')(from $conf, now deleted)"
     fi
     [ -s "$kept" ] || [ -d "$ACCOUNTS" ] || return 0
-    step mount -t ext4 {{ part.rootfs.device }} /mnt/sda3
+    step mount -t ext4 "$ROOTFS_DEV" /mnt/sda3
     if [ -s "$kept" ]; then
         awk -F: -v OFS=: 'NR == FNR { hash[$1] = $2; next } ($1 in hash) { $2 = hash[$1] } 1' \
             "$kept" /mnt/sda3/etc/shadow > /mnt/sda3/etc/shadow.new \
@@ -172,26 +172,28 @@ add_accounts() {
 }
 
 install() {
-    log "install of image $(cat $BOOT/{{ boot_files.label }} 2>/dev/null) started"
+    log "install of image $(cat "$BOOT/$FILE_LABEL" 2>/dev/null) started"
     mount_boot
-    (cd "$BOOT" && sha256sum -c {{ boot_files.sums }}) >> "$LOG" 2>&1 || fail "{{ part.boot.device }} content does not match its checksums"
+    (cd "$BOOT" && sha256sum -c "$FILE_SUMS") >> "$LOG" 2>&1 || fail "$BOOT_DEV content does not match its checksums"
     partition
     mount_boot
-    step mkfs.ext4 -F -q -L rootfs -E lazy_itable_init=1,lazy_journal_init=1 {{ part.rootfs.device }}
-    step mkswap -L swap {{ part.swap.device }}
-    if tune2fs -l {{ part.data.device }} >/dev/null 2>&1; then
-        log "{{ part.data.device }} holds a filesystem: keeping it"
-        e2fsck -p {{ part.data.device }} >> "$LOG" 2>&1
-        [ $? -le 1 ] || fail "e2fsck {{ part.data.device }} found errors it could not fix"
+    step mkfs.ext4 -F -q -L rootfs -E lazy_itable_init=1,lazy_journal_init=1 "$ROOTFS_DEV"
+    step mkswap -L swap "$SWAP_DEV"
+    phase install-data
+    if tune2fs -l "$DATA_DEV" >/dev/null 2>&1; then
+        log "$DATA_DEV holds a filesystem: keeping it"
+        e2fsck -p "$DATA_DEV" >> "$LOG" 2>&1
+        [ $? -le 1 ] || fail "e2fsck $DATA_DEV found errors it could not fix"
     else
-        step mkfs.ext4 -F -q -L data -E lazy_itable_init=1,lazy_journal_init=1 {{ part.data.device }}
+        step mkfs.ext4 -F -q -L data -E lazy_itable_init=1,lazy_journal_init=1 "$DATA_DEV"
     fi
     mkdir -p /mnt/sda3 /mnt/sda2
-    step mount -t ext4 {{ part.rootfs.device }} /mnt/sda3
-    step tar -xJf "$BOOT/{{ boot_files.rootfs }}" -C /mnt/sda3
+    step mount -t ext4 "$ROOTFS_DEV" /mnt/sda3
+    phase install-unpack
+    step tar -xJf "$BOOT/$FILE_ROOTFS" -C /mnt/sda3
     sync
     step umount /mnt/sda3
-    step mount -t ext4 {{ part.data.device }} /mnt/sda2
+    step mount -t ext4 "$DATA_DEV" /mnt/sda2
     mkdir -p /mnt/sda2/log/core_dumps /mnt/sda2/apps /mnt/sda2/etc
     # An install that follows an update: the staged file has served.
     [ -e "$STAGED" ] && { log "removing the applied update $STAGED"; rm -f "$STAGED"; sync; }
@@ -200,15 +202,9 @@ install() {
 }
 
 switch_to_normal() {
-{%- if board.bootloader == 'grub-bios' %}
-    cfg="$BOOT/grub/grub.cfg"
-    sed 's/^set default=0$/set default=1/' "$cfg" > "$cfg.new" || fail "cannot write $cfg.new"
-    sync; mv "$cfg.new" "$cfg"; sync
-{%- else %}
-    echo normal > "$BOOT/{{ boot_files.mode }}.new" && sync && mv "$BOOT/{{ boot_files.mode }}.new" "$BOOT/{{ boot_files.mode }}"; sync
-{%- endif %}
+    boot_mode normal || fail "cannot switch the boot to normal"
     # Only now: a cut before this line resumes the install at the next boot.
-    rm -f "$BOOT/{{ boot_files.pending }}"; sync
+    rm -f "$BOOT/$FILE_PENDING"; sync
 }
 
 keep_passwords() {
@@ -216,7 +212,7 @@ keep_passwords() {
     # (changed with passwd, or provisioned) over to its install through $KEPT. A rootfs that
     # cannot be read keeps what $KEPT already holds.
     mkdir -p /mnt/sda3 /mnt/sda2/etc
-    if ! mount -t ext4 -o ro {{ part.rootfs.device }} /mnt/sda3 2>> "$LOG"; then
+    if ! mount -t ext4 -o ro "$ROOTFS_DEV" /mnt/sda3 2>> "$LOG"; then
         log "cannot read the old rootfs: its passwords are not carried over"
         return 0
     fi
@@ -235,7 +231,7 @@ keep_passwords() {
 
 keep_accounts() {
     # Users and groups made on the device for apps (useradd: ids 1001..59999) live in
-    # the old rootfs's files: copy them to $ACCOUNTS on {{ part.data.device }}, whole or not at all.
+    # the old rootfs's files: copy them to $ACCOUNTS on sda2, whole or not at all.
     rm -rf "$ACCOUNTS.new" && mkdir -p "$ACCOUNTS.new" && chmod 700 "$ACCOUNTS.new" || fail "cannot write $ACCOUNTS.new"
     awk -F: '$3 >= 1001 && $3 < 60000' /mnt/sda3/etc/passwd > "$ACCOUNTS.new/passwd"
     awk -F: '$3 >= 1001 && $3 < 60000' /mnt/sda3/etc/group > "$ACCOUNTS.new/group"
@@ -251,7 +247,7 @@ abandon() {
     # "The App Platform now either applies the image update or it reboots into the old image").
     log "ERROR: $*: the update is abandoned, the old image stays"
     rm -f "$STAGED"; sync
-    mount_boot && switch_to_normal
+    mount_boot && boot_mode normal
     log "rebooting into the old image"
     save_log
     sync
@@ -261,50 +257,45 @@ abandon() {
 
 update() {
     mkdir -p /mnt/sda2
-    is_mounted /mnt/sda2 || step mount -t ext4 {{ part.data.device }} /mnt/sda2
+    is_mounted /mnt/sda2 || step mount -t ext4 "$DATA_DEV" /mnt/sda2
     [ -f "$STAGED" ] || fail "no update staged in $STAGED"
     mount_boot
     tar -xOf "$STAGED" update.manifest > /tmp/update.manifest 2>> "$LOG" || abandon "cannot read its manifest"
     version=$(manifest_value version) size=$(manifest_value boot_size) sum=$(manifest_value boot_sha256)
-    log "update from image $(cat $BOOT/{{ boot_files.label }}) to $version started"
-    start=$(sfdisk -d "$DISK" 2>> "$LOG" | sed -n "s|^${DISK}{{ part.boot.number }} : start= *\([0-9]*\),.*|\1|p")
-    [ -n "$start" ] || fail "no {{ part.boot.device }} in the partition table"
-    if [ "$start" = "$SLOT_A" ]; then new=$SLOT_B; else new=$SLOT_A; fi
-    sectors=$(( (size + 511) / 512 ))
-    [ $sectors -le {{ part.boot.update_slot_sectors }} ] || abandon "its {{ part.boot.device }} does not fit"
+    log "update from image $(cat "$BOOT/$FILE_LABEL") to $version started"
+    start=$(slot_current)
+    [ -n "$start" ] || fail "no $BOOT_DEV in the partition table"
+    new=$(slot_other "$start")
+    slot_fits "$size" || abandon "its $BOOT_DEV does not fit"
     keep_passwords
     umount "$BOOT" || fail "cannot unmount $BOOT"
-    log "writing the new {{ part.boot.device }} ($size bytes) at sector $new (the current one starts at $start)"
-    tar -xOf "$STAGED" boot.img | dd of="$DISK" bs=1M seek=$((new / 2048)) conv=notrunc,fsync 2>> "$LOG" \
-        || abandon "writing the new {{ part.boot.device }} failed"
-    sync
-    got=$(dd if="$DISK" bs=1M skip=$((new / 2048)) count=$(( (size + 1048575) / 1048576 )) 2>/dev/null \
-          | head -c "$size" | sha256sum | cut -d' ' -f1)
-    [ "$got" = "$sum" ] || abandon "the new {{ part.boot.device }} reads back wrong"
-    log "switching partition {{ part.boot.number }} to the new {{ part.boot.device }} (image $version)"
+    phase update-write
+    log "writing the new $BOOT_DEV ($size bytes) at sector $new (the current one starts at $start)"
+    tar -xOf "$STAGED" boot.img | slot_write "$new" "$size" "$sum" 2>> "$LOG" \
+        || abandon "writing the new $BOOT_DEV failed or it reads back wrong"
+    phase update-switch
+    log "switching partition $BOOT_NUMBER to the new $BOOT_DEV (image $version)"
     save_log
     # One sector: before it the old image runs the update again, after it the new one installs.
-    echo "start=$new, size=$sectors, type={{ part.boot.mbr_type }}, bootable" \
-        | sfdisk --no-reread --no-tell-kernel --force -N {{ part.boot.number }} "$DISK" >> "$LOG" 2>&1 \
-        || fail "sfdisk could not switch {{ part.boot.device }}"
+    slot_switch "$new" "$size" >> "$LOG" 2>&1 || fail "sfdisk could not switch $BOOT_DEV"
     sync
     log "image $version is in place; its rescue system installs it at the next boot"
     save_log
 }
 
 resize() {
-    is_mounted /mnt/sda2 && fail "{{ part.data.device }} is mounted: boot the rescue/setup entry first"
+    is_mounted /mnt/sda2 && fail "$DATA_DEV is mounted: boot the rescue/setup entry first"
     umount "$BOOT" 2>/dev/null
-    before=$(cat /sys/class/block/sda{{ part.data.number }}/size 2>/dev/null)
-    log "growing {{ part.data.device }} to the end of the disk ($before sectors now)"
-    echo ", +" | sfdisk --no-reread -N {{ part.data.number }} "$DISK" >> "$LOG" 2>&1 || fail "sfdisk -N {{ part.data.number }} failed"
+    before=$(cat "/sys/class/block/${DISK#/dev/}$DATA_NUMBER/size" 2>/dev/null)
+    log "growing $DATA_DEV to the end of the disk ($before sectors now)"
+    echo ", +" | sfdisk --no-reread -N "$DATA_NUMBER" "$DISK" >> "$LOG" 2>&1 || fail "sfdisk -N $DATA_NUMBER failed"
     blockdev --rereadpt "$DISK" >> "$LOG" 2>&1 || fail "the kernel did not take the new table"
-    wait_for {{ part.data.device }}
-    log "{{ part.data.device }} has $(cat /sys/class/block/sda{{ part.data.number }}/size) sectors"
-    e2fsck -f -y {{ part.data.device }} >> "$LOG" 2>&1
-    [ $? -le 1 ] || fail "e2fsck {{ part.data.device }} found errors it could not fix"
-    step resize2fs {{ part.data.device }}
-    mkdir -p /mnt/sda2 && mount -t ext4 {{ part.data.device }} /mnt/sda2
+    wait_for "$DATA_DEV"
+    log "$DATA_DEV has $(cat "/sys/class/block/${DISK#/dev/}$DATA_NUMBER/size") sectors"
+    e2fsck -f -y "$DATA_DEV" >> "$LOG" 2>&1
+    [ $? -le 1 ] || fail "e2fsck $DATA_DEV found errors it could not fix"
+    step resize2fs "$DATA_DEV"
+    mkdir -p /mnt/sda2 && mount -t ext4 "$DATA_DEV" /mnt/sda2
 }
 
 : > "$LOG" || exit 1
