@@ -17,9 +17,10 @@ from .run import interactive, run
 from .stage import Runner
 
 USAGE = """\
-./build.py BOARD [--output DIR]     build a board (a name under boards/ or a .toml path)
+./build.py BOARD [--output DIR]     build a board (a name under boards/ or a .toml path), or
+                                    PRODUCT@MACHINE: any product on any machine it runs on
 ./build.py --all                    build every board
-./build.py --list                   list the boards
+./build.py --list                   list the boards and every PRODUCT@MACHINE, with descriptions
 ./build.py run BOARD                boot the built image in QEMU (serial console here)
 ./build.py lock BOARD               resolve the packages again and rewrite the lockfile
 ./build.py show BOARD               print the board as loaded, with its layout and recipes
@@ -59,6 +60,18 @@ def _project(root: Path, name: str, args: argparse.Namespace):
         board = dataclasses.replace(project.board, image_version=args.image_version)
         project = dataclasses.replace(project, board=board)
     return project
+
+
+def cmd_list(root: Path) -> int:
+    """The named boards, then every compatible product on every machine, each with its line."""
+    from .machines import pairings
+
+    rows = [(name, load_project(root, name).board.description) for name in list_boards(root)]
+    rows += pairings(root)
+    width = max(len(name) for name, _ in rows)
+    for name, description in rows:
+        print(f"{name:<{width}}  {description}")
+    return 0
 
 
 def cmd_build(root: Path, boards: list[str], args: argparse.Namespace, cache: Cache) -> int:
@@ -258,9 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     words = args.words
     try:
         if args.list:
-            for name in list_boards(root):
-                print(name)
-            return 0
+            return cmd_list(root)
         if args.all:
             return cmd_build(root, list_boards(root), args, cache)
         if words == ["keygen"]:

@@ -11,7 +11,8 @@ import shutil
 from pathlib import Path
 
 from . import elfcheck, fsimage, kernel, log, rootfs
-from .config import Kernel, Recipe
+from .board import Kernel
+from .config import Recipe
 from .inputs import BuildInputs, TemplateContext
 from .packages import Packages
 from .files import replacing

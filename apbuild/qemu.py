@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import log
-from .config import Board
+from .board import Board
 from .disk import read_table
 from .errors import ApbuildError, CommandTimeout
 from .run import run

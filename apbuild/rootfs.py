@@ -15,7 +15,8 @@ from typing import Any
 import jinja2
 
 from . import elfcheck
-from .config import MACHINE_ONLY, Board, Recipe, Selection
+from .board import MACHINE_ONLY, Board
+from .config import Recipe, Selection
 from .errors import ApbuildError, ConfigError
 from .tree import DIR, FILE, SYMLINK, Entry, Tree, norm
 from .users import user_files

@@ -8,13 +8,15 @@ import pytest
 from apbuild.config import find_root, list_boards, load_board, load_layout, load_project, load_recipe
 from apbuild.errors import ConfigError
 from apbuild.layout import place
+from apbuild.machines import load_machine
+from apbuild.testing.seeding import definitions_copy
 
 ROOT = find_root()
-BOARD = ROOT / "boards" / "x86_64-vm.toml"
+MACHINE = ROOT / "machines" / "x86_64-vm.toml"
 
 
-def write_board(tmp_path: Path, old: str, new: str) -> Path:
-    text = BOARD.read_text()
+def write_machine(tmp_path: Path, old: str, new: str) -> Path:
+    text = MACHINE.read_text()
     assert old in text
     path = tmp_path / "x86_64-vm.toml"
     path.write_text(text.replace(old, new))
@@ -40,10 +42,10 @@ def test_every_shipped_board_loads_with_its_layout_and_recipes():
     ('machine = "pc"', 'machine = "pc"\nspeed = 9', "qemu.speed", "allowed keys here"),
     ('disk = "virtio-scsi"', 'disk = "floppy"', "qemu.disk", "virtio-scsi"),
 ])
-def test_bad_board_names_file_key_and_allowed(tmp_path, old, new, key, words):
-    path = write_board(tmp_path, old, new)
+def test_bad_machine_names_file_key_and_allowed(tmp_path, old, new, key, words):
+    path = write_machine(tmp_path, old, new)
     with pytest.raises(ConfigError) as err:
-        load_board(path)
+        load_machine(path)
     assert err.value.file == path
     assert err.value.key == key
     assert words in str(err.value)
@@ -51,9 +53,9 @@ def test_bad_board_names_file_key_and_allowed(tmp_path, old, new, key, words):
 
 
 def test_missing_key_says_it_is_required(tmp_path):
-    path = write_board(tmp_path, 'layout = "vm"\n', "")
-    with pytest.raises(ConfigError, match=r"layout: missing; required"):
-        load_board(path)
+    path = write_machine(tmp_path, 'image_arch = "x86_64"\n', "")
+    with pytest.raises(ConfigError, match=r"image_arch: missing; required"):
+        load_machine(path)
 
 
 def test_invalid_toml_names_the_file(tmp_path):
@@ -65,14 +67,9 @@ def test_invalid_toml_names_the_file(tmp_path):
 
 
 def test_unknown_recipe_lists_the_known_ones(tmp_path):
-    root = tmp_path / "proj"
-    for sub in ("boards", "partitions", "recipes"):
-        (root / sub).mkdir(parents=True)
-    (root / "boards" / "x86_64-vm.toml").write_text(
-        BOARD.read_text().replace('"manager"', '"manger"', 1))
-    (root / "partitions" / "vm.toml").write_text((ROOT / "partitions" / "vm.toml").read_text())
-    for r in ("base", "ssh", "postgresql", "manager", "guest-tools"):
-        (root / "recipes" / f"{r}.toml").write_text((ROOT / "recipes" / f"{r}.toml").read_text())
+    root = definitions_copy(tmp_path / "proj")
+    product = root / "products" / "app-platform.toml"
+    product.write_text(product.read_text().replace('"manager"', '"manger"', 1))
     with pytest.raises(ConfigError, match=r"recipes\[3\]: no recipe 'manger'; recipes: base, guest-tools, manager"):
         load_project(root, "x86_64-vm")
 
@@ -126,16 +123,18 @@ def test_gateway_boards_share_one_armel_image(tmp_path, update_key):
 
 
 def vendor_board(tmp_path: Path, sha256: str) -> Path:
-    """ipx10 with a vendor kernel given as a local file (a fixture made here)."""
-    (tmp_path / "vendor").mkdir(exist_ok=True)
-    (tmp_path / "vendor" / "zImage").write_bytes(b"vendor kernel fixture\n" * 100)
-    shutil.copytree(ROOT / "boards" / "common", tmp_path / "common", dirs_exist_ok=True)
-    text = (ROOT / "boards" / "ipx10.toml").read_text().replace('name = "ipx10"', 'name = "vendorbox"')
-    # The board's own [kernel] table adds to the shared base's, key by key.
+    """The App Platform on vendorbox: ipx10 with a vendor kernel given as a local file (a
+    fixture made here, next to the machine file)."""
+    root = definitions_copy(tmp_path)
+    (root / "machines" / "vendor").mkdir()
+    (root / "machines" / "vendor" / "zImage").write_bytes(b"vendor kernel fixture\n" * 100)
+    text = (root / "machines" / "ipx10.toml").read_text().replace('name = "ipx10"', 'name = "vendorbox"')
+    # The machine's own [kernel] table adds to the shared base's, key by key.
     text += f'[kernel]\nfile = "vendor/zImage"\nsha256 = "{sha256}"\n'
-    path = tmp_path / "vendorbox.toml"
-    path.write_text(text)
-    (tmp_path / "vendorbox.lock").write_bytes((ROOT / "boards" / "ipx10.lock").read_bytes())
+    (root / "machines" / "vendorbox.toml").write_text(text)
+    path = root / "boards" / "vendorbox.toml"
+    path.write_text('product = "app-platform"\nmachine = "vendorbox"\n')
+    (root / "boards" / "vendorbox.lock").write_bytes((ROOT / "boards" / "ipx10.lock").read_bytes())
     return path
 
 
@@ -143,7 +142,7 @@ def test_vendor_kernel_file_with_wrong_sha256_is_refused(tmp_path):
     path = vendor_board(tmp_path, "0" * 64)
     with pytest.raises(ConfigError) as e:
         load_board(path)
-    assert "vendorbox.toml" in str(e.value) and "kernel.sha256" in str(e.value)
+    assert "machines/vendorbox.toml" in str(e.value) and "kernel.sha256" in str(e.value)
     assert "refused" in str(e.value)
 
 
@@ -157,7 +156,7 @@ def test_vendor_kernel_file_goes_to_sda1_as_it_is(tmp_path, update_key):
 
     content = b"vendor kernel fixture\n" * 100
     path = vendor_board(tmp_path, hashlib.sha256(content).hexdigest())
-    project = load_project(ROOT, str(path))
+    project = load_project(path.parent.parent, str(path))
     cache = Cache(tmp_path / "cache")
     kernel = images.kernel_image(Runner(cache), BuildInputs.read(project, cache))
     assert kernel.path.read_bytes() == content
@@ -181,29 +180,76 @@ def test_a_template_cannot_read_what_boards_sharing_an_image_differ_in(tmp_path)
 
 
 def test_a_definition_with_several_mistakes_reports_each_of_them():
-    bad = ROOT / "tests" / "data" / "bad-board" / "three-mistakes.toml"
+    bad = ROOT / "tests" / "data" / "bad-machine" / "three-mistakes.toml"
     with pytest.raises(ConfigError) as err:
-        load_board(bad)
+        load_machine(bad)
     lines = str(err.value).split("\nerror: ")
     assert [line.split(": ")[1] for line in lines] == ["colour", "arch", "kernel.image"], lines
     assert all(line.startswith(f"{bad}: ") for line in lines)
 
 
-def test_boards_sharing_a_base_write_only_their_machine(tmp_path):
+def test_machines_sharing_a_base_write_only_their_own_keys(tmp_path):
     ipx10, ipx11 = (load_board(ROOT / "boards" / f"{b}.toml") for b in ("ipx10", "ipx11"))
     assert ipx10.image_settings() == ipx11.image_settings()
     assert (ipx10.ram_mb, ipx11.ram_mb) == (256, 1536) and ipx10.kernel.package == "linux-image-armmp"
-    # A mistake in the shared base names the base's file; one in the board names the board.
-    shutil.copytree(ROOT / "boards" / "common", tmp_path / "common")
-    base = tmp_path / "common" / "armel-gateway.toml"
+    # A mistake in the shared base names the base's file; one in the machine names the machine.
+    root = definitions_copy(tmp_path)
+    base = root / "machines" / "common" / "armel-gateway.toml"
     base.write_text(base.read_text().replace('arch = "armel"', 'arch = "mips"'))
-    board = tmp_path / "ipx10.toml"
-    board.write_text((ROOT / "boards" / "ipx10.toml").read_text().replace("ram_mb = 256", "ram_mb = 0"))
+    machine = root / "machines" / "ipx10.toml"
+    machine.write_text(machine.read_text().replace("ram_mb = 256", "ram_mb = 0"))
     with pytest.raises(ConfigError) as err:
-        load_board(board)
+        load_board(root / "boards" / "ipx10.toml")
     assert str(err.value).split("\nerror: ") == [
         f"{base}: arch: 'mips' is not allowed; use one of: amd64, arm64, armel, armhf",
-        f"{board}: ram_mb: 0 must be greater than 0"]
-    board.write_text(board.read_text().replace('"armel-gateway"', '"armel-gatway"'))
+        f"{machine}: ram_mb: 0 must be greater than 0"]
+    machine.write_text(machine.read_text().replace('"armel-gateway"', '"armel-gatway"'))
     with pytest.raises(ConfigError, match=r"ipx10.toml: include: no shared base 'armel-gatway' .*bases: armel-gateway"):
-        load_board(board)
+        load_board(root / "boards" / "ipx10.toml")
+
+
+def two_products(tmp_path: Path) -> Path:
+    """The project's definitions and a second product, for x86 virtual machines only."""
+    root = definitions_copy(tmp_path)
+    (root / "products" / "kiosk.toml").write_text(
+        'description = "Kiosk"\nrecipes = ["base", "ssh"]\nimage_name = "kiosk"\n'
+        'image_version = "100"\narches = ["amd64"]\n[layouts]\ngrub-bios = "vm"\n')
+    return root
+
+
+def test_a_product_on_a_machine_is_one_name_and_list_shows_every_pairing(tmp_path, capsys):
+    from apbuild import cli
+
+    root = two_products(tmp_path)
+    board = load_project(root, "kiosk@x86_64-vm").board
+    assert (board.name, board.platform, board.layout) == ("kiosk@x86_64-vm", "kiosk-x86_64", "vm")
+    assert board.recipes == ("base", "ssh", "guest-tools")     # the machine's come after
+    assert board.outputs.qcow2 == "kiosk-x86_64.qcow2" and board.lockfile == root / "boards" / "kiosk@x86_64-vm.lock"
+    assert board.kernel == load_board(ROOT / "boards" / "x86_64-vm.toml").kernel
+    # A pairing that a board names is that board, with its lockfile.
+    assert load_project(root, "app-platform@ipx13").board.name == "ipx13"
+    assert cli.cmd_list(root) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["ipx10", "ipx11", "ipx13", "x86_64-vm", "kiosk@x86_64-vm"]
+    assert "Kiosk, on x86_64 virtual machine" in lines[-1]
+
+
+@pytest.mark.parametrize("target,key,words", [
+    ("kiosk@ipx13", "arches", "kiosk runs on amd64, not on machine ipx13 (arm64"),
+    ("app-platform@pc", "machine", "no machine named 'pc'; machines: ipx10, ipx11, ipx13, x86_64-vm"),
+    ("shop@x86_64-vm", "product", "no product named 'shop'; products: app-platform, kiosk"),
+])
+def test_an_incompatible_or_unknown_pairing_is_one_line_naming_file_and_key(tmp_path, target, key, words):
+    root = two_products(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        load_project(root, target)
+    assert err.value.key == key and words in str(err.value), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_product_without_a_layout_for_the_machines_bootloader_is_refused(tmp_path):
+    root = two_products(tmp_path)
+    kiosk = root / "products" / "kiosk.toml"
+    kiosk.write_text(kiosk.read_text().replace('arches = ["amd64"]\n', ""))
+    with pytest.raises(ConfigError, match=r"kiosk.toml: layouts: no layout for bootloader 'gateway' of machine ipx13"):
+        load_project(root, "kiosk@ipx13")

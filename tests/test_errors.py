@@ -23,9 +23,13 @@ ROOT = find_root()
 
 
 def bad_board(tmp_path: Path) -> Path:
-    path = tmp_path / "x86_64-vm.toml"
-    path.write_text((ROOT / "boards" / "x86_64-vm.toml").read_text().replace("ram_mb = 512", "ram_mb = -1"))
-    return path
+    """x86_64-vm with a wrong value in its machine: the machine's file is named."""
+    from apbuild.testing.seeding import definitions_copy
+
+    root = definitions_copy(tmp_path)
+    machine = root / "machines" / "x86_64-vm.toml"
+    machine.write_text(machine.read_text().replace("ram_mb = 512", "ram_mb = -1"))
+    return root / "boards" / "x86_64-vm.toml"
 
 
 def test_malformed_board_exits_2_with_one_line_naming_file_and_key(tmp_path):
@@ -34,7 +38,8 @@ def test_malformed_board_exits_2_with_one_line_naming_file_and_key(tmp_path):
                           text=True, env={**os.environ, "APBUILD_NO_INSTALL": "1"})
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert lines == [f"error: {path}: ram_mb: -1 must be greater than 0"], proc.stderr
+    machine = path.parent.parent / "machines" / "x86_64-vm.toml"
+    assert lines == [f"error: {machine}: ram_mb: -1 must be greater than 0"], proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -97,23 +97,22 @@ def test_crc32c_known_value():
 
 
 @pytest.mark.parametrize("edits,key,words", [
-    ([('vhdx = "app-platform-x86_64.vhdx"', 'vhdx = "vm.vhd"')], "outputs.vhdx", "ending in '.vhdx'"),
-    ([('vhdx = "app-platform-x86_64.vhdx"', 'vhdx = "../vm.vhdx"')], "outputs.vhdx", "plain file name"),
-    # Without the OVA (which would be refused first), a VHDX for an arm64 board.
-    ([('ova = "app-platform-x86_64.ova"\n', ''), ('arch = "amd64"', 'arch = "arm64"')],
-     "outputs.vhdx", "amd64 virtual machine"),
+    ([('formats = ["qcow2", "ova", "vhdx"]', 'formats = ["qcow2", "vhd"]')], "image.formats", "qcow2, ova, vhdx"),
+    # Without the OVA (which would be refused first), a VHDX for an arm64 machine.
+    ([('formats = ["qcow2", "ova", "vhdx"]', 'formats = ["vhdx"]'), ('arch = "amd64"', 'arch = "arm64"')],
+     "image.formats", "amd64 virtual machine"),
 ])
 def test_bad_vhdx_setting_names_file_and_key(tmp_path, edits, key, words):
-    from apbuild.config import load_board
     from apbuild.errors import ConfigError
+    from apbuild.machines import load_machine
 
-    text = (ROOT / "boards" / f"{BOARD}.toml").read_text()
+    text = (ROOT / "machines" / f"{BOARD}.toml").read_text()
     for old, new in edits:
         assert old in text
         text = text.replace(old, new)
     path = tmp_path / f"{BOARD}.toml"
     path.write_text(text)
     with pytest.raises(ConfigError) as err:
-        load_board(path)
+        load_machine(path)
     assert (err.value.file, err.value.key) == (path, key)
     assert words in str(err.value) and str(path) in str(err.value)

@@ -178,19 +178,20 @@ def test_ovf_validates_against_the_dmtf_schema(built_ova):
 
 
 @pytest.mark.parametrize("old,new,key,words", [
-    ('ova = "app-platform-x86_64.ova"', 'ova = "vm.tar"', "outputs.ova", "ending in '.ova'"),
-    ('ova = "app-platform-x86_64.ova"', 'ova = "../vm.ova"', "outputs.ova", "plain file name"),
-    ('arch = "amd64"', 'arch = "arm64"', "outputs.ova", "amd64 virtual machine"),
+    ('formats = ["qcow2", "ova", "vhdx"]', 'formats = ["qcow2", "ovf"]', "image.formats", "qcow2, ova, vhdx"),
+    ('arch = "amd64"', 'arch = "arm64"', "image.formats", "ova is made for an amd64 virtual machine"),
+    ('raw_size = "disk"', 'raw_size = "content"', "image.formats", "whose raw image is the whole disk"),
 ])
 def test_bad_ova_setting_names_file_and_key(tmp_path, old, new, key, words):
-    from apbuild.config import find_root, load_board
+    from apbuild.config import find_root
     from apbuild.errors import ConfigError
+    from apbuild.machines import load_machine
 
-    text = (find_root() / "boards" / "x86_64-vm.toml").read_text()
+    text = (find_root() / "machines" / "x86_64-vm.toml").read_text()
     assert old in text
     path = tmp_path / "x86_64-vm.toml"
     path.write_text(text.replace(old, new))
     with pytest.raises(ConfigError) as err:
-        load_board(path)
+        load_machine(path)
     assert (err.value.file, err.value.key) == (path, key)
     assert words in str(err.value) and str(path) in str(err.value)

@@ -11,19 +11,20 @@ from apbuild.config import find_root, load_project
 from apbuild import images, signing
 from apbuild.inputs import BuildInputs
 from apbuild.stage import Runner
+from apbuild.testing.seeding import definitions_copy
 
 ROOT = find_root()
 
 
 def test_ext2_ramdisk_boots_its_setup_from_inittab(tmp_path, build_cache):
-    text = (ROOT / "boards" / "ipx10.toml").read_text().replace('name = "ipx10"', 'name = "ext2box"')
-    shutil.copytree(ROOT / "boards" / "common", tmp_path / "common")
-    board = tmp_path / "ext2box.toml"
-    board.write_text(text + '[kernel]\nramdisk_format = "ext2"\n')  # over the base's initramfs
-    lock = (ROOT / "boards" / "ipx10.lock").read_bytes()
-    (tmp_path / "ext2box.lock").write_bytes(lock)
+    root = definitions_copy(tmp_path)
+    text = (root / "machines" / "ipx10.toml").read_text().replace('name = "ipx10"', 'name = "ext2box"')
+    (root / "machines" / "ext2box.toml").write_text(text + '[kernel]\nramdisk_format = "ext2"\n')  # over the base's initramfs
+    board = root / "boards" / "ext2box.toml"
+    board.write_text('product = "app-platform"\nmachine = "ext2box"\n')
+    (root / "boards" / "ext2box.lock").write_bytes((ROOT / "boards" / "ipx10.lock").read_bytes())
 
-    project = load_project(ROOT, str(board))
+    project = load_project(root, str(board))
     assert project.board.boot_files["ramdisk"] == "ramdisk.ext2.xz"
     signing.ensure_key(signing.default_dir())
     ramdisk = images.image(Runner(build_cache), BuildInputs.read(project, build_cache), "ramdisk").path

@@ -22,6 +22,7 @@ from apbuild.lockfile import Lockfile
 from apbuild.packages import Packages
 from apbuild.rootfs import ImageBoard
 from apbuild.stage import Content, Runner, canonical
+from apbuild.testing.seeding import definitions_copy
 from apbuild.testing.stages import stage_records
 
 ROOT = find_root()
@@ -106,9 +107,7 @@ def test_a_path_is_never_part_of_a_key():
 def test_reading_the_inputs_writes_nothing(tmp_path, monkeypatch):
     """Constructing a build's inputs makes no lockfile, no key and no cache entry; without
     them it says which command makes them."""
-    shutil.copytree(ROOT / "boards", tmp_path / "boards")
-    for name in ("partitions", "recipes"):
-        (tmp_path / name).symlink_to(ROOT / name)
+    definitions_copy(tmp_path)
     keys, cache = tmp_path / "keys", tmp_path / "cache"
     monkeypatch.setenv("APBUILD_KEY_DIR", str(keys))
     (tmp_path / "boards" / "ipx13.lock").unlink()
@@ -129,7 +128,7 @@ def test_reading_the_inputs_writes_nothing(tmp_path, monkeypatch):
 
 def project_copy(dest: Path) -> Path:
     """The project's definitions in another directory (the cache is shared: keys hold no paths)."""
-    for name in ("boards", "partitions", "recipes", "rootfs-overlay"):
+    for name in ("boards", "machines", "products", "partitions", "recipes", "rootfs-overlay"):
         if (ROOT / name).exists():
             shutil.copytree(ROOT / name, dest / name, symlinks=True)
     return dest

@@ -25,7 +25,7 @@ from typing import Any
 
 import pexpect
 
-from apbuild.config import Board
+from apbuild.board import Board
 from apbuild.qemu import command, free_port, gateway_loader, log_launch
 
 from .accounts import ROOT

@@ -47,3 +47,15 @@ def _link(source: Path, dest: Path) -> None:
         pass  # another test worker seeding the same cache linked it first
     except OSError:
         shutil.copyfile(source, dest)
+
+
+def definitions_copy(dest: Path) -> Path:
+    """The project's boards, machines and products copied to `dest` (for a test to change),
+    its layouts and recipes linked: a project root that load_project reads."""
+    root = find_root()
+    for name in ("boards", "machines", "products"):
+        shutil.copytree(root / name, dest / name, dirs_exist_ok=True)
+    for name in ("partitions", "recipes"):
+        if not (dest / name).exists():
+            (dest / name).symlink_to(root / name)
+    return dest
