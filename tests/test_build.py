@@ -9,6 +9,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from apbuild.cache import Cache
 from apbuild.config import find_root
 from apbuild.testing.seeding import seeded_cache
@@ -36,9 +38,13 @@ def start(cache: Path, out: Path) -> tuple[subprocess.Popen, list[str]]:
     return proc, seen
 
 
-def test_interrupted_build_leaves_nothing_final_and_resumes(tmp_path, build_cache):
-    cache = private_cache(tmp_path, build_cache)
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory, build_cache) -> tuple[Path, Path, str]:
+    """A cold build in a cache of its own, killed inside the rootfs stage and run again to
+    the end: (its cache, its output directory, what the killed run had logged)."""
+    tmp = tmp_path_factory.mktemp("resumed")
+    cache = private_cache(tmp, build_cache)
+    out = tmp / "out"
     proc, seen = start(cache, out)
     deadline = time.monotonic() + 600
     while "‣ rootfs-system" not in "".join(seen):
@@ -48,7 +54,13 @@ def test_interrupted_build_leaves_nothing_final_and_resumes(tmp_path, build_cach
     time.sleep(2)   # well inside the rootfs stage: xz is writing its layer
     proc.kill()      # a power cut for the build: no handler runs
     proc.wait()
+    return cache, out, "".join(seen)
 
+
+# One worker runs both (pytest --dist loadgroup), in this order: they share the cold build.
+@pytest.mark.xdist_group("cold-build")
+def test_interrupted_build_leaves_nothing_final_and_resumes(resumed):
+    cache, out, _ = resumed
     finals = list(out.glob("app-platform-*")) if out.exists() else []
     assert finals == [], f"half-written outputs under final names: {finals}"
     stage_dirs = cache / "stages" / "rootfs-system"
@@ -90,16 +102,18 @@ def first_difference(a: Path, b: Path) -> str:
     return "the disk image around sda1 (partition table or GRUB)"
 
 
-def test_two_builds_are_bit_identical(tmp_path, build_cache):
-    """Same lockfile, other cache, other output directory, another time: the same bytes."""
+@pytest.mark.xdist_group("cold-build")
+def test_two_builds_are_bit_identical(resumed, tmp_path, build_cache):
+    """Same lockfile, other cache, other output directory, another time: the same bytes. The
+    first build is the interrupted one, finished in its own cold cache; the second is the
+    session's, in the cache the other integration tests build in."""
     from apbuild.cache import fingerprint, sha256_file
     from apbuild.config import load_project
     from apbuild.pipeline import build
 
     project = load_project(ROOT, BOARD)
-    first = build(project, Cache(private_cache(tmp_path, build_cache)), tmp_path / "out1")
-    time.sleep(1.1)
-    # The session's cache: the other integration tests build in it.
+    cache, out, _ = resumed
+    first = build(project, Cache(cache), out)
     second = build(project, build_cache, tmp_path / "out2")
     # Every published file: the disks (raw, qcow2, VHDX), the OVA, the SBOM and the build manifest.
     assert set(first.outputs) >= {"raw", "qcow2", "vhdx", "ova", "sbom", "manifest"}
