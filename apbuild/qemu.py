@@ -218,5 +218,5 @@ def version_of(binary: str) -> str:
 
 
 def log_launch(launch: Launch) -> None:
+    # The command itself is logged by the door it goes through (run.interactive, spawn).
     log.detail(describe_host(launch.binary))
-    log.detail("+ " + " ".join(launch.argv))
