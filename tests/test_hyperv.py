@@ -42,9 +42,10 @@ def test_ramdisk_loads_the_vmbus_before_storvsc(vm):
     for module in ("hv/hv_vmbus.ko", "scsi/hv_storvsc.ko", "scsi/scsi_transport_fc.ko"):
         assert base + module in members, module
     # /init insmods in list order with no modprobe: every dependency must come first.
-    loop = re.search(r"^for m in (.*); do$", members["init"].decode(), re.M)
-    assert loop, "no insmod loop in the ramdisk's /init"
-    order = [m.rsplit("/", 1)[-1] for m in loop.group(1).split()]
+    assert "for m in $BOOT_MODULES; do" in members["init"].decode(), "no insmod loop in the ramdisk's /init"
+    listed = re.search(r'^BOOT_MODULES="(.*)"$', members["etc/apbuild/modules.conf"].decode(), re.M)
+    assert listed, "no BOOT_MODULES in the ramdisk's /etc/apbuild/modules.conf"
+    order = [m.rsplit("/", 1)[-1] for m in listed.group(1).split()]
     for dep, module in (("hv_vmbus.ko", "hv_storvsc.ko"), ("scsi_transport_fc.ko", "hv_storvsc.ko"),
                         ("scsi_mod.ko", "hv_storvsc.ko")):
         assert order.index(dep) < order.index(module), order

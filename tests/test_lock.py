@@ -33,7 +33,7 @@ def test_lock_shows_what_changes_then_writes(tmp_path, capsys):
     """Against the real mirror: a lock with one version made older and one package left out
     is refreshed, and both are named with their old and new versions."""
     root = tmp_path / "project"
-    for d in ("boards", "partitions", "recipes"):
+    for d in ("boards", "machines", "products", "partitions", "recipes"):
         shutil.copytree(ROOT / d, root / d)
     path = root / "boards" / "x86_64-vm.lock"
     current = lockfile.read(path)
