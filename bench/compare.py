@@ -59,6 +59,13 @@ def packages() -> tuple[list[str], str]:
     return names, source.uri
 
 
+def security_uri() -> str:
+    """The host's bookworm-security archive (DIB would ask security.debian.org itself)."""
+    from apbuild import mirror
+
+    return next((s.uri for s in mirror.sources() if s.suite.endswith("-security")), "")
+
+
 def bench_apbuild(work: Path) -> tuple[str, float, str, str]:
     import importlib.util
 
@@ -108,6 +115,7 @@ def bench_dib(work: Path, names: list[str], uri: str) -> tuple[str, float, str, 
     if missing:
         return label, 0.0, f"host tools missing: {' '.join(missing)} (apt-get install debootstrap qemu-utils sudo)", "-"
     env = {**os.environ, "DIB_RELEASE": "bookworm", "DIB_DISTRIBUTION_MIRROR": uri,
+           **({"DIB_DEBIAN_SECURITY_MIRROR": sec} if (sec := security_uri()) else {}),
            "PATH": f"{venv / 'bin'}:{os.environ['PATH']}", "TMPDIR": str(work)}
     # The kernel and GRUB are left out: a tar has no boot sector, and DIB's own elements add them.
     wanted = [n for n in names if not n.startswith(("linux-image", "grub"))]
