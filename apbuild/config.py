@@ -177,7 +177,9 @@ class Project:
 
     @property
     def exclude_packages(self) -> tuple[str, ...]:
-        return tuple(sorted({p for r in self.recipes for p in r.exclude_packages}))
+        # A package one recipe asks for is kept even where another's dependencies leave it out.
+        wanted = set(self.packages)
+        return tuple(sorted({p for r in self.recipes for p in r.exclude_packages} - wanted))
 
 
 def find_root() -> Path:
