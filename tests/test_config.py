@@ -70,7 +70,7 @@ def test_unknown_recipe_lists_the_known_ones(tmp_path):
     root = definitions_copy(tmp_path / "proj")
     product = root / "products" / "app-platform.toml"
     product.write_text(product.read_text().replace('"manager"', '"manger"', 1))
-    with pytest.raises(ConfigError, match=r"recipes\[3\]: no recipe 'manger'; recipes: base, .*guest-tools, .*manager, "):
+    with pytest.raises(ConfigError, match=r"recipes\[4\]: no recipe 'manger'; recipes: app-platform, base, .*guest-tools, .*manager, "):
         load_project(root, "x86_64-vm")
 
 
