@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 from apbuild.testing.disks import fresh_disk, installation_disk
+from apbuild.testing.accounts import ADMIN, ROOT
 from apbuild.testing.machine import Machine, scaled
+from apbuild.testing.terminal import ReaderTerminal
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +56,17 @@ def erp(request, build_board, tmp_path_factory, logdir, accel):
         m.project, m.result = project, result
         # The broker takes minutes to boot under TCG; its two other users follow it.
         _until(m, "test -e /etc/rabbitmq/.users-made", 900)
+        # The guide's commands are typed where its reader types them: SSH as admin, su root.
+        m.term = _reader(m, logdir)
         yield m
+        m.term.close()
+
+
+def _reader(m: Machine, logdir) -> ReaderTerminal:
+    term = ReaderTerminal(m.ports[22], *ADMIN, logdir / f"{m.name}.ssh.log")
+    said = term.su(ROOT[1])
+    assert term.ok("id -u") == "0", said
+    return term
 
 
 def _until(m: Machine, cmd: str, seconds: float) -> None:
@@ -64,24 +76,24 @@ def _until(m: Machine, cmd: str, seconds: float) -> None:
         time.sleep(5)
 
 
-def _credentials(m: Machine) -> dict[str, str]:
+def _credentials(term: ReaderTerminal) -> dict[str, str]:
     """erp-credentials, as root: 'postgresql userside PW', 'redis PW', 'rabbitmq USER PW'."""
     out = {}
-    for line in m.ok("erp-credentials").splitlines():
+    for line in term.ok("erp-credentials").splitlines():
         *what, password = line.split()
         out[" ".join(what)] = password
     return out
 
 
 def test_nginx_configuration_is_valid(erp):
-    out = erp.ok("nginx -t 2>&1")
+    out = erp.term.ok("nginx -t 2>&1")
     assert "syntax is ok" in out and "test is successful" in out
-    assert "root   /var/www/userside/userside3;" in erp.ok("cat /etc/nginx/conf.d/userside.conf")
-    assert "user www-data;" in erp.ok("grep '^user' /etc/nginx/nginx.conf")
+    assert "root   /var/www/userside/userside3;" in erp.term.ok("cat /etc/nginx/conf.d/userside.conf")
+    assert "user www-data;" in erp.term.ok("grep '^user' /etc/nginx/nginx.conf")
 
 
 def test_php_page_through_nginx_loads_the_extensions_and_reaches_postgis(erp):
-    password = _credentials(erp)["postgresql userside"]
+    password = _credentials(erp.term)["postgresql userside"]
     page = f"""<?php
 header('Content-Type: application/json');
 $db = new PDO('pgsql:host=127.0.0.1;dbname=userside', 'userside', '{password}');
@@ -94,8 +106,8 @@ echo json_encode(['extensions' => get_loaded_extensions(),
     # Typed over the serial console as one line (a here-document's end would share a line
     # with the harness's exit-code marker).
     encoded = base64.b64encode(page.encode()).decode()
-    erp.ok(f"echo {encoded} | base64 -d > /var/www/userside/userside3/check.php")
-    erp.ok("chown www-data:www-data /var/www/userside/userside3/check.php")
+    erp.term.ok(f"echo {encoded} | base64 -d > /var/www/userside/userside3/check.php")
+    erp.term.ok("chown www-data:www-data /var/www/userside/userside3/check.php")
     status, body = erp.http_get("/check.php", timeout=60)
     assert status == 200, body
     got = json.loads(body)
@@ -109,7 +121,7 @@ echo json_encode(['extensions' => get_loaded_extensions(),
 
 
 def test_installer_prerequisites_as_the_guide_runs_them(erp, tmp_path):
-    modules = {m.lower() for m in erp.ok("php -m").split()}
+    modules = {m.lower() for m in erp.term.ok("php -m").split()}
     wanted = {e.lower() for e in EXTENSIONS + CLI_ONLY}
     assert wanted <= modules, wanted - modules
     # "sudo -u www-data php -r "copy('https://my.userside.eu/install', 'userside_install.phar');""
@@ -121,22 +133,22 @@ def test_installer_prerequisites_as_the_guide_runs_them(erp, tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://10.0.2.2:{server.server_address[1]}/install"
-        erp.ok("cd /var/www/userside && sudo -u www-data php -r "
+        erp.term.ok("cd /var/www/userside && sudo -u www-data php -r "
                f"\"copy('{url}', 'userside_install.phar');\"", timeout=120)
     finally:
         server.shutdown()
-    digest = erp.ok("sha256sum /var/www/userside/userside_install.phar").split()[0]
+    digest = erp.term.ok("sha256sum /var/www/userside/userside_install.phar").split()[0]
     assert digest == hashlib.sha256(payload).hexdigest()
-    assert erp.ok("stat -c %U /var/www/userside/userside_install.phar") == "www-data"
+    assert erp.term.ok("stat -c %U /var/www/userside/userside_install.phar") == "www-data"
 
 
 def test_redis_wants_its_password(erp):
-    password = _credentials(erp)["redis"]
+    password = _credentials(erp.term)["redis"]
     assert len(password) == 64
-    assert erp.ok(f"redis-cli -h 127.0.0.1 -p 6379 -a {password} ping 2>/dev/null") == "PONG"
-    refused = erp.run("redis-cli -h 127.0.0.1 -p 6379 ping")[0]
+    assert erp.term.ok(f"redis-cli -h 127.0.0.1 -p 6379 -a {password} ping 2>/dev/null") == "PONG"
+    refused = erp.term.run("redis-cli -h 127.0.0.1 -p 6379 ping")[0]
     assert "NOAUTH" in refused
-    assert "timeout 0" in erp.ok("grep '^timeout' /etc/redis/redis.conf")
+    assert "timeout 0" in erp.term.ok("grep '^timeout' /etc/redis/redis.conf")
 
 
 def _api(erp, user: str, password: str, method: str, path: str, body=None):
@@ -150,7 +162,7 @@ def _api(erp, user: str, password: str, method: str, path: str, body=None):
 
 
 def test_rabbitmq_users_and_a_message_through_a_queue(erp):
-    creds = _credentials(erp)
+    creds = _credentials(erp.term)
     users = {u["name"]: u["tags"] for u in _api(erp, "admin", creds["rabbitmq admin"], "GET", "users")}
     assert set(users) == {"admin", "userside", "websock-user"}
     assert "administrator" in str(users["admin"]) and "monitoring" in str(users["userside"])
@@ -175,7 +187,7 @@ def _ws_frame(text: str) -> bytes:
 
 
 def test_web_stomp_answers_through_nginx_ws(erp):
-    creds = _credentials(erp)
+    creds = _credentials(erp.term)
     with socket.create_connection(("127.0.0.1", erp.ports[80]), timeout=60) as s:
         key = base64.b64encode(os.urandom(16)).decode()
         s.sendall((f"GET /ws HTTP/1.1\r\nHost: userside.mycompany.com\r\nUpgrade: websocket\r\n"
@@ -200,57 +212,57 @@ def test_supervisor_runs_a_program_added_as_the_guide_says(erp):
     # The virtualenv (pure Python: the same on both machines) is made on the VM; on the gateway,
     # where ensurepip takes minutes of TCG, the program runs on the system's Python.
     python = "/usr/bin/python3"
-    erp.ok("mkdir -p /var/www/userside/worker")
+    erp.term.ok("mkdir -p /var/www/userside/worker")
     if erp.project.board.bootloader == "grub-bios":
-        erp.ok("cd /var/www/userside/worker && python3 -m venv venv", timeout=600)
-        assert "pip" in erp.ok("/var/www/userside/worker/venv/bin/pip --version", timeout=300)
+        erp.term.ok("cd /var/www/userside/worker && python3 -m venv venv", timeout=600)
+        assert "pip" in erp.term.ok("/var/www/userside/worker/venv/bin/pip --version", timeout=300)
         python = "/var/www/userside/worker/venv/bin/python"
-    erp.ok("printf 'import time\\nwhile True:\\n    time.sleep(5)\\n' > /var/www/userside/worker/worker.py")
-    erp.ok(f"printf '[program:erp-worker]\\ncommand={python} "
+    erp.term.ok("printf 'import time\\nwhile True:\\n    time.sleep(5)\\n' > /var/www/userside/worker/worker.py")
+    erp.term.ok(f"printf '[program:erp-worker]\\ncommand={python} "
            "/var/www/userside/worker/worker.py\\nuser=www-data\\nautorestart=true\\n' "
            "> /etc/supervisor/conf.d/erp-worker.conf")
-    erp.ok("/etc/init.d/S70supervisor restart", timeout=120)
+    erp.term.ok("/etc/init.d/S70supervisor restart", timeout=120)
     deadline = time.monotonic() + scaled(120)
-    while "RUNNING" not in (status := erp.run("supervisorctl status")[0]):
+    while "RUNNING" not in (status := erp.term.run("supervisorctl status")[0]):
         assert time.monotonic() < deadline, status
         time.sleep(3)
     assert re.search(r"erp-worker\s+RUNNING", status), status
 
 
 def test_backup_and_restore_round_trip_a_table(erp):
-    erp.ok("cd / && sudo -u postgres psql -d userside -c "
+    erp.term.ok("cd / && sudo -u postgres psql -d userside -c "
            "\"CREATE TABLE kept (id int, place geometry(Point, 4326)); "
            "INSERT INTO kept VALUES (1, ST_SetSRID(ST_MakePoint(30.52, 50.45), 4326))\"")
     # The guide's commands, as it types them.
-    erp.ok("sudo -u postgres pg_dump --no-acl -Fc userside > /backup/userside.dump", timeout=300)
-    erp.ok("cd / && sudo -u postgres psql -d userside -c 'DELETE FROM kept'")
-    erp.ok("sudo -u postgres pg_restore --clean --if-exists --create --exit-on-error --dbname=postgres "
+    erp.term.ok("sudo -u postgres pg_dump --no-acl -Fc userside > /backup/userside.dump", timeout=300)
+    erp.term.ok("cd / && sudo -u postgres psql -d userside -c 'DELETE FROM kept'")
+    erp.term.ok("sudo -u postgres pg_restore --clean --if-exists --create --exit-on-error --dbname=postgres "
            "/backup/userside.dump", timeout=600)
-    row = erp.ok("cd / && sudo -u postgres psql -tA -d userside -c 'SELECT id, ST_AsText(place) FROM kept'")
+    row = erp.term.ok("cd / && sudo -u postgres psql -tA -d userside -c 'SELECT id, ST_AsText(place) FROM kept'")
     assert row == "1|POINT(30.52 50.45)"
-    owner = erp.ok("cd / && sudo -u postgres psql -tA -c "
+    owner = erp.term.ok("cd / && sudo -u postgres psql -tA -c "
                    "\"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'userside'\"")
     assert owner == "userside"
 
 
 def test_locale_and_time_zone_are_settable(erp):
     # The database was made with the locale of the settings (the guide's createdb -l ...).
-    collate = erp.ok("cd / && sudo -u postgres psql -tA -c "
+    collate = erp.term.ok("cd / && sudo -u postgres psql -tA -c "
                      "\"SELECT datcollate FROM pg_database WHERE datname = 'userside'\"")
-    assert collate == erp.ok(". /mnt/sda2/etc/erp.conf && echo $LOCALE")
-    assert erp.run("erp-settings --timezone Nowhere/City")[1] == 1
-    assert erp.run("erp-settings --locale xx_XX.UTF-8")[1] == 1
-    out = erp.ok("erp-settings --locale uk_UA.UTF-8 --timezone Europe/Kyiv", timeout=300)
+    assert collate == erp.term.ok(". /mnt/sda2/etc/erp.conf && echo $LOCALE")
+    assert erp.term.run("erp-settings --timezone Nowhere/City")[1] == 1
+    assert erp.term.run("erp-settings --locale xx_XX.UTF-8")[1] == 1
+    out = erp.term.ok("erp-settings --locale uk_UA.UTF-8 --timezone Europe/Kyiv", timeout=300)
     assert "LOCALE=uk_UA.UTF-8" in out and "TIMEZONE=Europe/Kyiv" in out
-    assert "uk_UA.utf8" in erp.ok("locale -a").split()
-    assert erp.ok("readlink -f /etc/localtime") == "/usr/share/zoneinfo/Europe/Kyiv"
-    assert erp.ok("php -r 'echo date_default_timezone_get();'") == "Europe/Kyiv"
+    assert "uk_UA.utf8" in erp.term.ok("locale -a").split()
+    assert erp.term.ok("readlink -f /etc/localtime") == "/usr/share/zoneinfo/Europe/Kyiv"
+    assert erp.term.ok("php -r 'echo date_default_timezone_get();'") == "Europe/Kyiv"
     # A database made now with the guide's -l uses it.
-    erp.ok("cd / && sudo -u postgres createdb -E UTF-8 -l uk_UA.UTF-8 -T template0 localetest")
+    erp.term.ok("cd / && sudo -u postgres createdb -E UTF-8 -l uk_UA.UTF-8 -T template0 localetest")
 
 
 def test_only_the_guides_ports_are_reachable_from_outside(erp):
-    listening = erp.ok("netstat -tln")
+    listening = erp.term.ok("netstat -tln")
     outside = {int(m.group(2)) for m in re.finditer(r"tcp6?\s+\d+\s+\d+\s+(0\.0\.0\.0|::):(\d+)\s", listening)}
     assert outside == OPEN, listening
     assert "15672" in listening and "127.0.0.1:5672" in listening and "127.0.0.1:15674" in listening
@@ -262,11 +274,13 @@ def test_two_devices_from_one_image_have_their_own_secrets(erp, tmp_path, logdir
     # checked is the image, which the gateway shares with it but for its architecture.
     if erp.project.board.bootloader != "grub-bios":
         pytest.skip("checked on the VM (the same recipes make the gateway's secrets)")
-    first = _credentials(erp)
+    first = _credentials(erp.term)
     disk = fresh_disk(erp.result, tmp_path, "second")
     with Machine(erp.project.board, disk, logdir, name="erp-second", accel=accel) as second:
         second.install(login=False)
         second.login(timeout=1200)
-        other = _credentials(second)
+        term = _reader(second, logdir)
+        other = _credentials(term)
+        term.close()
     assert first.keys() == other.keys() and len(first) == 5
     assert all(first[k] != other[k] and len(other[k]) >= 48 for k in first), (first, other)

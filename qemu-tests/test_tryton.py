@@ -13,9 +13,11 @@ import urllib.error
 import urllib.request
 
 import pytest
+from apbuild.testing.accounts import ADMIN, ROOT
 from apbuild.testing.disks import fresh_disk
 from apbuild.testing.lifecycle import unverified_tls
 from apbuild.testing.machine import Machine, scaled
+from apbuild.testing.terminal import ReaderTerminal
 
 pytestmark = pytest.mark.slow
 
@@ -33,8 +35,12 @@ def tryton(build_board, tmp_path_factory, logdir, accel):
         while m.run("test -e /mnt/sda2/tryton/.databases-made")[1] != 0:
             assert time.monotonic() < deadline, m.ok("tail -20 /var/log/tryton/databases.log")
             time.sleep(10)
-        m.admin_password = m.ok("cat /mnt/sda2/etc/tryton/admin-password")
+        # What the administrator reads, read their way: SSH as admin, su root.
+        m.term = ReaderTerminal(m.ports[22], *ADMIN, logdir / "tryton.ssh.log")
+        m.term.su(ROOT[1])
+        m.admin_password = m.term.ok("cat /mnt/sda2/etc/tryton/admin-password")
         yield m
+        m.term.close()
 
 
 class Client:
@@ -76,7 +82,7 @@ def test_web_client_over_https_and_http_redirects(tryton):
         urllib.request.build_opener(NoRedirect).open(request, timeout=scaled(60))
     assert e.value.code == 301 and e.value.headers["Location"].startswith("https://")
     # trytond itself listens on the loopback only.
-    assert "127.0.0.1:8000" in tryton.ok("netstat -tln")
+    assert "127.0.0.1:8000" in tryton.term.ok("netstat -tln")
 
 
 def test_both_databases_are_listed(tryton):
