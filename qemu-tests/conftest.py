@@ -9,6 +9,8 @@ import pytest
 from apbuild.cache import Cache, default_root
 from apbuild.config import find_root, load_project
 from apbuild.pipeline import build
+from apbuild.testing import run_dir
+from apbuild.testing.installed import installed_base, overlay
 from apbuild.testing.machine import QMP_MISSING, qmp_available
 
 ROOT = find_root()
@@ -57,3 +59,16 @@ def accel(vm_build) -> str:
 @pytest.fixture(scope="session")
 def logdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("serial-logs")
+
+
+@pytest.fixture(scope="session")
+def installed(build_board, tmp_path_factory, logdir, accel):
+    """installed(board, tmp, name): a private qcow2 overlay of a disk on which the board's
+    image was installed and first booted once in this run, shared by every worker (see
+    apbuild.testing.installed). For the VM's tests whose subject is not the install."""
+    shared = run_dir(tmp_path_factory) / "installed"
+
+    def get(name: str, tmp: Path, disk_name: str) -> Path:
+        project, result = build_board(name)
+        return overlay(installed_base(project, result, shared, logdir, accel), tmp / f"{disk_name}.qcow2")
+    return get

@@ -76,11 +76,11 @@ def listening(m: Machine) -> set[tuple[str, int]]:
 
 
 @pytest.fixture(scope="module")
-def vm(vm_build, tmp_path_factory, logdir, accel):
-    project, result = vm_build
-    disk = raw_disk(result, tmp_path_factory.mktemp("hardening"), "hardening")
+def vm(vm_build, installed, tmp_path_factory, logdir, accel):
+    project, _ = vm_build
+    disk = installed(project.board.name, tmp_path_factory.mktemp("hardening"), "hardening")
     with Machine(project.board, disk, logdir, name="hardening", accel=accel) as m:
-        m.install(project.board.image_version)
+        m.login(timeout=300)
         m.wait_http("/manager/ramdisk.log", 120)
         yield m
 

@@ -5,7 +5,7 @@ refused and changes nothing."""
 from __future__ import annotations
 
 import pytest
-from apbuild.testing.disks import fresh_disk, installation_disk
+from apbuild.testing.disks import installation_disk
 from apbuild.testing.lifecycle import (Tally, UpdateCut, applied, boot_state, cut_during_commits,
                                        cut_during_update, cut_during_upload, make_updates, upload)
 from apbuild.testing.machine import Machine
@@ -17,15 +17,19 @@ BOARDS = ["x86_64-vm", "ipx13"]
 
 
 @pytest.mark.parametrize("name", BOARDS)
-def test_signed_update_applies_and_keeps_data_others_refused(name, build_board, tmp_path, logdir, accel):
+def test_signed_update_applies_and_keeps_data_others_refused(name, build_board, installed, tmp_path, logdir, accel):
     project, result = build_board(name)
     updates = make_updates(name, tmp_path)
-    if project.board.bootloader == "gateway":
+    gateway = project.board.bootloader == "gateway"
+    if gateway:   # the emulated loader reads a raw disk: installed here
         disk, accel = installation_disk(result, tmp_path, name), "tcg"
-    else:
-        disk = fresh_disk(result, tmp_path, name)
+    else:         # the run's installed VM (updates.old)
+        disk = installed(name, tmp_path, name)
     with Machine(project.board, disk, logdir, name=f"update-{name}", accel=accel) as m:
-        m.install(updates.old)
+        if gateway:
+            m.install(updates.old)
+        else:
+            m.login(timeout=300)
         m.ok("psql -h /run/postgresql -U postgres -c 'create table kept (n int)' "
              "-c 'insert into kept select generate_series(1, 1000)'")
         # A password changed on the device survives the update, whose rootfs has the defaults
@@ -89,13 +93,13 @@ UPDATE_CUTS = [
 COMMIT_CUTS = [5, 17, 29]
 
 
-def test_power_cuts_during_update_and_commits(vm_build, tmp_path, logdir, accel):
-    project, result = vm_build
+def test_power_cuts_during_update_and_commits(vm_build, installed, tmp_path, logdir, accel):
+    project, _ = vm_build
     updates = make_updates(project.board.name, tmp_path)
     tally = Tally()
-    with Machine(project.board, fresh_disk(result, tmp_path, "cuts"), logdir, name="update-cuts",
+    with Machine(project.board, installed(project.board.name, tmp_path, "cuts"), logdir, name="update-cuts",
                  accel=accel) as m:
-        m.install(updates.old)
+        m.login(timeout=300)
         m.ok("psql -h /run/postgresql -U postgres -c 'create table kept (n int)' "
              "-c 'insert into kept select generate_series(1, 100)'")
         cut_during_upload(m, updates, tally)

@@ -2,9 +2,9 @@
 open-vm-tools staying quiet off VMware, `loadkeys de`, and every disk controller and NIC
 a hypervisor may give the VM, and the .vhdx Hyper-V gets.
 
-Boots are few on purpose (each costs ~15-30 s under TCG): one install + normal boot on
-virtio-scsi/virtio-net with the agent on virtio-serial, then the installed disk once per
-other controller, each with another NIC; the q35/AHCI boot also carries the ISA agent. The
+Boots are few on purpose (each costs ~15-30 s under TCG): the run's installed disk
+(apbuild.testing.installed) booted on virtio-scsi/virtio-net with the agent on
+virtio-serial, then once per other controller, each with another NIC; the q35/AHCI boot also carries the ISA agent. The
 VHDX gets one install + normal boot of its own (it is another file: it must install too).
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from apbuild.testing.accounts import ROOT
-from apbuild.testing.disks import fresh_disk, partitions
+from apbuild.testing.disks import partitions
 from apbuild.testing.machine import Machine, scaled
 
 pytestmark = pytest.mark.vm
@@ -151,20 +151,17 @@ def check_controller_and_nic(m: Machine, scsi_host: str, nic_driver: str) -> Non
 
 
 @pytest.fixture(scope="module")
-def installed(vm_build, tmp_path_factory, logdir, accel):
-    """Install on virtio-scsi + virtio-net with the agent on virtio-serial; normal boot."""
-    project, result = vm_build
-    label = project.board.image_version
+def virtio_vm(vm_build, installed, tmp_path_factory, logdir, accel):
+    """The installed VM on virtio-scsi + virtio-net with the agent on virtio-serial."""
+    project, _ = vm_build
     tmp = tmp_path_factory.mktemp("hypervisors")
-    disk = fresh_disk(result, tmp, "vm")
+    disk = installed(project.board.name, tmp, "vm")
     qga = agent_socket()
     m = Machine(project.board, disk, logdir, name="hv-virtio", accel=accel, extra=virtio_agent(qga))
     try:
         m.start()
-        m.install(label, login=False)
-        normal_from = m.log_path.stat().st_size
         m.login(*ROOT, 300)
-        m.boot_log = m.log_path.read_bytes()[normal_from:].decode(errors="replace")
+        m.boot_log = m.log_path.read_bytes().decode(errors="replace")
         m.agent_path = qga
         m.tmp = tmp
         yield m
@@ -173,8 +170,8 @@ def installed(vm_build, tmp_path_factory, logdir, accel):
         qga.unlink(missing_ok=True)
 
 
-def test_open_vm_tools_is_quiet_off_vmware(installed):
-    m = installed
+def test_open_vm_tools_is_quiet_off_vmware(virtio_vm):
+    m = virtio_vm
     # Nothing of it on the console during the boot: no error, no message at all.
     noise = [line for line in m.boot_log.splitlines() if re.search(r"(?i)vmware|vmtools|open-vm|vmci", line)]
     assert noise == [], noise
@@ -188,8 +185,8 @@ def test_open_vm_tools_is_quiet_off_vmware(installed):
     assert m.run("pidof vmtoolsd")[1] == 1
 
 
-def test_loadkeys_de_switches_the_console_to_german(installed):
-    m = installed
+def test_loadkeys_de_switches_the_console_to_german(virtio_vm):
+    m = virtio_vm
 
     def key(code: int) -> str:
         """The plain symbol on a key in the console's loaded map (dumpkeys reads /dev/tty0)."""
@@ -204,8 +201,8 @@ def test_loadkeys_de_switches_the_console_to_german(installed):
     assert (key(21), key(44)) == ("y", "z")
 
 
-def test_guest_agent_on_virtio_serial_and_clean_shutdown(installed):
-    m = installed
+def test_guest_agent_on_virtio_serial_and_clean_shutdown(virtio_vm):
+    m = virtio_vm
     check_controller_and_nic(m, "virtio_scsi", "virtio_net")
     assert "virtio" in m.ok("/etc/init.d/S20qemu-ga status")
     agent = GuestAgent(m.agent_path)
@@ -231,8 +228,8 @@ HARDWARE = [
 
 
 @pytest.mark.parametrize("name,machine,disk,nic,scsi_host,nic_driver", HARDWARE, ids=[h[0] for h in HARDWARE])
-def test_boots_on_controller_and_nic(installed, logdir, accel, name, machine, disk, nic, scsi_host, nic_driver):
-    base = installed
+def test_boots_on_controller_and_nic(virtio_vm, logdir, accel, name, machine, disk, nic, scsi_host, nic_driver):
+    base = virtio_vm
     if base.child is not None and base.child.isalive():  # run alone (-k): the disk is busy
         base.send("poweroff\n")
         base.wait_exit(120)

@@ -13,13 +13,13 @@ from apbuild.testing.machine import Machine
 pytestmark = pytest.mark.vm
 
 
-def test_resize_after_the_disk_grew_keeps_the_data(vm_build, tmp_path, logdir, accel):
-    project, result = vm_build
+def test_resize_after_the_disk_grew_keeps_the_data(vm_build, installed, tmp_path, logdir, accel):
+    project, _ = vm_build
     label = project.board.image_version
-    disk = fresh_disk(result, tmp_path, "resize")
+    disk = installed(project.board.name, tmp_path, "resize")
     m = Machine(project.board, disk, logdir, name="resize", accel=accel)
     with m:
-        m.install(label)
+        m.login(*ROOT, 300)
         m.ok("psql -h /run/postgresql -U postgres -c 'create table t (v text); insert into t values (42)'")
         before = int(m.ok("cat /sys/class/block/sda2/size"))
         m.send("poweroff\n")
@@ -38,12 +38,12 @@ def test_resize_after_the_disk_grew_keeps_the_data(vm_build, tmp_path, logdir, a
         assert m.ok("psql -h /run/postgresql -U postgres -tAc 'select v from t'") == "42"
 
 
-def test_rescue_entry_checks_filesystems_and_switches_default(vm_build, tmp_path, logdir, accel):
-    project, result = vm_build
+def test_rescue_entry_checks_filesystems_and_switches_default(vm_build, installed, tmp_path, logdir, accel):
+    project, _ = vm_build
     label = project.board.image_version
-    disk = fresh_disk(result, tmp_path, "rescue")
+    disk = installed(project.board.name, tmp_path, "rescue")
     with Machine(project.board, disk, logdir, name="rescue", accel=accel) as m:
-        m.install(label)
+        m.login(*ROOT, 300)
         keys, certificate = m.host_keys(), m.tls_certificate()
         # The manual: "Restart the VM and select the first entry in the boot menu from grub.
         # use putty to log in ... su - root ... e2fsck -p -f /dev/sda2 ... /dev/sda3".

@@ -4,30 +4,25 @@ directory. Builds (marked integration) use a private cache seeded with the locke
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from apbuild.cache import Cache, default_root
+from apbuild.testing import run_dir
 from apbuild.testing.seeding import seeded_cache
 
 # The user's downloads, read before private_home hides them: the seed of build_cache.
 STORE = Cache(default_root())
 
 
-def _run_dir(factory: pytest.TempPathFactory) -> Path:
-    """This run's temporary directory, the same for every pytest-xdist worker: the workers
-    share one private home and one build cache, so a board is built once per run (the
-    cache's lock per stage lets one worker build while the other waits and reuses it)."""
-    base = factory.getbasetemp()
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-
-
 @pytest.fixture(scope="session", autouse=True)
 def private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    home = _run_dir(tmp_path_factory) / "home"
+    # The workers share one private home and one build cache (apbuild.testing.run_dir), so a
+    # board is built once per run: the cache's lock per stage lets one worker build while
+    # the other waits and reuses it.
+    home = run_dir(tmp_path_factory) / "home"
     home.mkdir(exist_ok=True)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("HOME", str(home))
@@ -49,7 +44,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def build_cache(tmp_path_factory: pytest.TempPathFactory) -> Cache:
     """One cache for the session's builds: the first build of a board fills its stages."""
-    return seeded_cache(_run_dir(tmp_path_factory) / "build-cache", ("x86_64-vm", "ipx10"), STORE)
+    return seeded_cache(run_dir(tmp_path_factory) / "build-cache", ("x86_64-vm", "ipx10"), STORE)
 
 
 @pytest.fixture(scope="session")
