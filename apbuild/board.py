@@ -94,6 +94,7 @@ class Board:
     bootloader: str
     recipes: tuple[str, ...]    # the product's, then the machine's
     image_version: str
+    rootfs_xz: int              # the product's xz preset for rootfs.tar.xz
     platform: str               # the image's name: IMAGE_NAME-IMAGE_ARCH
     kernel: Kernel
     qemu: Qemu

@@ -65,6 +65,10 @@ class Product:
                             "bootloader is not listed cannot run the product")
     arches: tuple[str, ...] = setting("the architectures the product runs on (all if empty)",
                                       default=(), check=one_of(*ARCHES))
+    rootfs_xz: int = setting("the xz preset (0-9) of rootfs.tar.xz: 9 packs smallest; a large "
+                             "product may pick a lower one to build faster", default=9,
+                             check=lambda v: None if type(v) is int and 0 <= v <= 9
+                             else f"{v!r} is not an xz preset; use a whole number from 0 to 9")
     name: str = dataclasses.field(default="", compare=False)
     path: Path = dataclasses.field(default=Path(), compare=False)
 
@@ -163,7 +167,8 @@ def compose(product: Product, machine: Machine, name: str, path: Path, descripti
                  arch=machine.arch, storage=machine.storage, ram_mb=machine.ram_mb, cpus=machine.cpus,
                  disk_size=machine.disk_size, layout=product.layouts[machine.bootloader],
                  bootloader=machine.bootloader, recipes=product.recipes + machine.recipes,
-                 image_version=product.image_version, platform=platform, kernel=machine.kernel,
+                 image_version=product.image_version, rootfs_xz=product.rootfs_xz,
+                 platform=platform, kernel=machine.kernel,
                  qemu=machine.qemu, outputs=outputs, path=path)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from apbuild.testing.disks import fresh_disk, installation_disk
+from apbuild.testing.installed import overlay
 from apbuild.testing.accounts import ADMIN, ROOT
 from apbuild.testing.machine import Machine, scaled
 from apbuild.testing.terminal import ReaderTerminal
@@ -45,21 +46,41 @@ def erp(request, build_board, tmp_path_factory, logdir, accel):
     name = request.param.replace("@", "-")
     tmp = tmp_path_factory.mktemp(name)
     gateway = project.board.bootloader == "gateway"
-    disk = installation_disk(result, tmp, name, "8G") if gateway else fresh_disk(result, tmp, name)
     ports = tuple(sorted(OPEN | CLOSED))
+    if gateway:
+        disk = installation_disk(result, tmp, name, "8G")
+    else:
+        # The VM's two devices (see the last test) boot one installed disk, each an overlay of
+        # its own: the rescue system's install is the same for both; the first boot, which
+        # makes the secrets, is each device's own.
+        installed = _installed_not_booted(project, result, tmp, logdir, accel)
+        disk = overlay(installed, tmp / f"{name}.qcow2")
     with Machine(project.board, disk, logdir, name=name, guest_ports=ports,
                  accel="tcg" if gateway else accel) as m:
         # The login prompt comes once every service has started: on the first boot that
         # includes the cluster, the PostGIS extension and the broker's start (minutes of TCG).
-        m.install(login=False)
+        if gateway:
+            m.install(login=False)
         m.login(timeout=1200)
         m.project, m.result = project, result
+        m.installed = None if gateway else installed
         # The broker takes minutes to boot under TCG; its two other users follow it.
         _until(m, "test -e /etc/rabbitmq/.users-made", 900)
         # The guide's commands are typed where its reader types them: SSH as admin, su root.
         m.term = _reader(m, logdir)
         yield m
         m.term.close()
+
+
+def _installed_not_booted(project, result, tmp: Path, logdir, accel) -> Path:
+    """The VM's qcow2 after the rescue system installed the image, before the first normal
+    boot: QEMU leaves (-no-reboot) when the installer reboots."""
+    disk = fresh_disk(result, tmp, "installed")
+    with Machine(project.board, disk, logdir, name="erp-install", accel=accel, extra=("-no-reboot",)) as m:
+        m.expect("running install_step1.sh install", 180)
+        m.expect(re.compile(rb"^finished", re.M), 600)
+        m.wait_exit(300)
+    return disk
 
 
 def _reader(m: Machine, logdir) -> ReaderTerminal:
@@ -275,9 +296,8 @@ def test_two_devices_from_one_image_have_their_own_secrets(erp, tmp_path, logdir
     if erp.project.board.bootloader != "grub-bios":
         pytest.skip("checked on the VM (the same recipes make the gateway's secrets)")
     first = _credentials(erp.term)
-    disk = fresh_disk(erp.result, tmp_path, "second")
+    disk = overlay(erp.installed, tmp_path / "second.qcow2")   # installed as the first was
     with Machine(erp.project.board, disk, logdir, name="erp-second", accel=accel) as second:
-        second.install(login=False)
         second.login(timeout=1200)
         term = _reader(second, logdir)
         other = _credentials(term)

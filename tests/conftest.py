@@ -1,6 +1,7 @@
 """Unit and integration tests run as a stranger to the user's home: HOME, the XDG
 directories, the signing key directory and the cache point into this session's temporary
-directory. Builds (marked integration) use a private cache seeded with the locked packages."""
+directory. Builds (marked integration) share the user's cache with qemu-tests: a content-
+addressed cache, so they reuse its package layers and add results under their own keys."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from apbuild.cache import Cache, default_root
 from apbuild.testing import run_dir
-from apbuild.testing.seeding import seeded_cache
+from apbuild.testing.seeding import fetched
 
 # The user's downloads, read before private_home hides them: the seed of build_cache.
 STORE = Cache(default_root())
@@ -19,9 +20,9 @@ STORE = Cache(default_root())
 
 @pytest.fixture(scope="session", autouse=True)
 def private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    # The workers share one private home and one build cache (apbuild.testing.run_dir), so a
-    # board is built once per run: the cache's lock per stage lets one worker build while
-    # the other waits and reuses it.
+    # The workers share one private home (apbuild.testing.run_dir), so their builds sign with
+    # one key and a board is built once per run: the cache's lock per stage lets one worker
+    # build while the other waits and reuses it.
     home = run_dir(tmp_path_factory) / "home"
     home.mkdir(exist_ok=True)
     with pytest.MonkeyPatch.context() as env:
@@ -42,9 +43,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def build_cache(tmp_path_factory: pytest.TempPathFactory) -> Cache:
-    """One cache for the session's builds: the first build of a board fills its stages."""
-    return seeded_cache(run_dir(tmp_path_factory) / "build-cache", ("x86_64-vm", "ipx10"), STORE)
+def build_cache() -> Cache:
+    """The cache of the session's builds: the user's, the one qemu-tests build in, so that a
+    board's package layers (its slowest stages) are made once per run. What follows them is
+    these tests' own, signed with the private home's key; a test that needs a cold build
+    makes a private cache of its own (test_build)."""
+    fetched(STORE, ("x86_64-vm", "ipx10"))
+    return STORE
 
 
 @pytest.fixture(scope="session")

@@ -256,3 +256,15 @@ def test_a_product_without_a_layout_for_the_machines_bootloader_is_refused(tmp_p
     kiosk.write_text(kiosk.read_text().replace('arches = ["amd64"]\n', ""))
     with pytest.raises(ConfigError, match=r"kiosk.toml: layouts: no layout for bootloader 'gateway' of machine ipx13"):
         load_project(root, "kiosk@ipx13")
+
+
+@pytest.mark.parametrize("value,words", [("12", "12 is not an xz preset; use a whole number from 0 to 9"),
+                                         ('"fast"', "'fast' is not an integer")])
+def test_a_products_xz_preset_is_a_whole_number_from_0_to_9(tmp_path, value, words):
+    root = two_products(tmp_path)
+    kiosk = root / "products" / "kiosk.toml"
+    kiosk.write_text(kiosk.read_text().replace("[layouts]", f"rootfs_xz = {value}\n[layouts]"))
+    with pytest.raises(ConfigError, match=rf"kiosk.toml: rootfs_xz: {words}"):
+        load_project(root, "kiosk@x86_64-vm")
+    kiosk.write_text(kiosk.read_text().replace(f"rootfs_xz = {value}", "rootfs_xz = 3"))
+    assert load_project(root, "kiosk@x86_64-vm").board.rootfs_xz == 3

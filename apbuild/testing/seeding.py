@@ -1,5 +1,6 @@
-"""Private caches for tests and benchmarks that build: downloads linked from a store (the
-user's cache), and no stage results, so every stage of a build in them runs."""
+"""Caches for tests and benchmarks that build: the locked packages downloaded into a store
+(the user's cache), and private caches holding only those downloads, so that every stage of a
+build in them runs."""
 
 from __future__ import annotations
 
@@ -17,13 +18,21 @@ def seeded_cache(root: Path, boards: Iterable[str], store: Cache) -> Cache:
     """A cache at `root` holding the locked packages of `boards`. Packages missing from
     `store` are downloaded into it first (the only network use)."""
     cache = Cache(root)
+    for lock in fetched(store, boards):
+        for p in lock.packages:
+            _link(store.blob(p.sha256), cache.blob(p.sha256))
+    return cache
+
+
+def fetched(store: Cache, boards: Iterable[str]) -> list[lockfile.Lockfile]:
+    """The lockfiles of `boards`, every package they lock downloaded into `store`."""
+    locks = []
     for board in boards:
         lock = lockfile.read(find_root() / "boards" / f"{board}.lock")
         if any(not store.has_blob(p.sha256) for p in lock.packages):
             debian.fetch(lock, mirror.sources(), store, board=board)
-        for p in lock.packages:
-            _link(store.blob(p.sha256), cache.blob(p.sha256))
-    return cache
+        locks.append(lock)
+    return locks
 
 
 def with_downloads(root: Path, store: Cache) -> Cache:
