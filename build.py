@@ -27,7 +27,7 @@ DEBIAN_PACKAGES = {"jinja2": "python3-jinja2", "pyelftools": "python3-pyelftools
                    "paramiko": "python3-paramiko", "lxml": "python3-lxml"}
 # Libraries bookworm does not package. Without PyPI: the SBOM tests skip (spdx-tools), the
 # QEMU tests stop with one line (qemu.qmp), the gateway loader reads FAT with mtools (pyfatfs).
-NOT_IN_DEBIAN = {"spdx-tools", "qemu.qmp", "pyfatfs"}
+NOT_IN_DEBIAN = {"spdx-tools", "qemu.qmp", "pyfatfs", "oras"}
 
 
 def _requirement_name(line: str) -> str:

@@ -105,6 +105,8 @@ def _remove_abandoned(directory: Path, key: str) -> None:
 @dataclasses.dataclass(frozen=True)
 class Cache:
     root: Path
+    # A shared cache (remote.Remote) asked for what this one lacks, and given what it builds.
+    remote: Any = dataclasses.field(default=None, compare=False)
 
     # -- downloads ------------------------------------------------------------------
     def blob(self, sha256: str) -> Path:
@@ -185,21 +187,48 @@ class Cache:
                 shutil.rmtree(work, ignore_errors=True)
 
     def produce(self, stage: str, key: str, make: Callable[[Path], None], *,
-                hash_files: bool = True, on_build: Callable[[], contextlib.AbstractContextManager]
+                hash_files: bool = True, shared: bool = True,
+                on_build: Callable[[], contextlib.AbstractContextManager]
                 = contextlib.nullcontext) -> tuple[Path, bool]:
-        """The result for (stage, key), made by make(work_dir) unless another run has it;
-        returns (path, whether this call built it). on_build wraps the building only."""
+        """The result for (stage, key), made by make(work_dir) unless another run has it
+        (this cache, or the remote one when `shared`); returns (path, whether this call
+        built it). on_build wraps the building only."""
+        remote = self.remote if shared else None
         found = self.lookup(stage, key, verify_hashes=hash_files)
-        if found is not None:
-            return found, False
-        # Parallel builds (pytest-xdist workers, two terminals) wait for the one that builds
-        # and then reuse its result instead of replacing it under the reader. The lock files
-        # live apart from the stages, which hold results only.
-        with locked(self.root / "locks" / stage / key[:32]):
-            found = self.lookup(stage, key, verify_hashes=hash_files)
-            if found is not None:
-                return found, False
-            with on_build(), self.build(stage, key, hash_files=hash_files) as work:
-                make(work)
-        return self.stage_dir(stage, key), True
+        if found is None:
+            # Parallel builds (pytest-xdist workers, two terminals) wait for the one that
+            # builds and then reuse its result instead of replacing it under the reader. The
+            # lock files live apart from the stages, which hold results only.
+            with locked(self.root / "locks" / stage / key[:32]):
+                found = self.lookup(stage, key, verify_hashes=hash_files)
+                if found is None and remote is not None:
+                    found = self._pull(remote, stage, key)
+                    if found is not None:
+                        return found, False
+                if found is None:
+                    with on_build(), self.build(stage, key, hash_files=hash_files) as work:
+                        make(work)
+                    if remote is not None:
+                        remote.push_stage(stage, key, self.stage_dir(stage, key))
+                    return self.stage_dir(stage, key), True
+        # A result this cache had: the remote gets it if it lacks it (one request), so a
+        # runner whose cache was warm before the remote was set shares it too.
+        if remote is not None:
+            remote.offer_stage(stage, key, found)
+        return found, False
+
+    def _pull(self, remote: Any, stage: str, key: str) -> Path | None:
+        """The remote's result, checked file by file against the fingerprints its builder
+        recorded (the remote checked the layer's digest), or None."""
+        final = self.stage_dir(stage, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:12]}-{os.getpid()}-", dir=final.parent))
+        try:
+            if not remote.pull_stage(stage, key, work) or not (work / MANIFEST).is_file():
+                return None
+            os.replace(work, final)
+        finally:
+            if work.exists():
+                shutil.rmtree(work, ignore_errors=True)
+        return self.lookup(stage, key)
 

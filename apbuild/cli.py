@@ -13,6 +13,7 @@ from . import hosttools, log
 from .cache import Cache, default_root
 from .config import find_root, list_boards, load_project
 from .errors import ApbuildError
+from .remote import Remote
 from .run import interactive, run
 from .stage import Runner
 
@@ -31,6 +32,8 @@ USAGE = """\
 ./build.py clean [--keep-days N]    remove stage results no build used in N days (default 14;
                                     0: all of them); downloads stay
 common options: --cache DIR (default ~/.cache/apbuild or $APBUILD_CACHE), -v/-vv,
+  --cache-remote oci://HOST[:PORT]/REPO (or $APBUILD_CACHE_REMOTE: a shared cache in an OCI
+  registry, asked before building or downloading, given what this build made),
   --image-version N (build/sign: this image version instead of the board's image_version)"""
 
 
@@ -41,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true")
     p.add_argument("--output", type=Path)
     p.add_argument("--cache", type=Path)
+    p.add_argument("--cache-remote", default=os.environ.get("APBUILD_CACHE_REMOTE", ""))
     p.add_argument("--image-version")
     p.add_argument("--keep-days", type=float, default=14.0)
     p.add_argument("-v", "--verbose", action="count", default=0)
@@ -267,7 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     log.set_verbosity(args.verbose)
     root = find_root()
-    cache = Cache(args.cache or default_root())
+    try:
+        remote = Remote(args.cache_remote) if args.cache_remote else None
+    except ApbuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    cache = Cache(args.cache or default_root(), remote=remote)
     words = args.words
     try:
         if args.list:

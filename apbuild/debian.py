@@ -289,18 +289,27 @@ def fetch(lockfile: Lockfile, sources: tuple[Source, ...], cache: Cache, *, boar
     missing = [p for p in lockfile.packages if not cache.has_blob(p.sha256)]
 
     def get(pkg: LockedPackage) -> None:
+        tmp = cache.incoming() / f"{pkg.sha256}.part"
+        what = f"{pkg.name} {pkg.version}"
+        if cache.remote is not None and cache.remote.pull_blob(pkg.sha256, tmp):
+            try:
+                cache.put_blob(tmp, pkg.sha256, f"{what} from {cache.remote}")
+                return
+            except IntegrityError as e:
+                log.warn(f"{e}; downloading it from the mirror")
         source = by_suite.get(pkg.suite)
         if source is None:
             raise ApbuildError(f"{pkg.name} {pkg.version} comes from '{pkg.suite}', which the apt "
                                f"sources do not list; add it or set APBUILD_MIRROR")
-        tmp = cache.incoming() / f"{pkg.sha256}.part"
         try:
             download(f"{source.uri}/{pkg.filename}", tmp)
         except NotFound:
             tmp.unlink(missing_ok=True)
             raise ApbuildError(f"{pkg.name} {pkg.version} is no longer on the mirror ({pkg.suite}): "
                                f"refresh the lockfile with './build.py lock {board}'") from None
-        cache.put_blob(tmp, pkg.sha256, f"{pkg.name} {pkg.version}")
+        cache.put_blob(tmp, pkg.sha256, what)
+        if cache.remote is not None:
+            cache.remote.push_blob(pkg.sha256, cache.blob(pkg.sha256))
 
     if missing:
         with concurrent.futures.ThreadPoolExecutor(4) as pool:

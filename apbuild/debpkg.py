@@ -40,7 +40,10 @@ def merged_links() -> Tree:
 def unpack(cache: Cache, deb: Path, sha256: str, name: str) -> Tree:
     """The package's files as a Tree (content in the cache), unpacking once per .deb."""
     key = f"{sha256}-v{UNPACK_VERSION}"
-    done, _ = cache.produce("unpack", key, lambda work: _unpack_into(deb, work, name), hash_files=False)
+    # Not shared through a remote cache: unpacking is quicker than asking for it there (the
+    # .deb itself is shared).
+    done, _ = cache.produce("unpack", key, lambda work: _unpack_into(deb, work, name),
+                            hash_files=False, shared=False)
     manifest = json.loads((done / "manifest.json").read_text())
     tree = Tree()
     root = done / "root"

@@ -56,6 +56,8 @@ HOST_TOOLS: dict[str, tuple[str, str]] = {
     "chronyd": ("chrony", "test"),
     # tests/test_device_scripts.py: every shell script the images carry.
     "shellcheck": ("shellcheck", "test"),
+    # The shared-cache tests' registry (the CNCF distribution registry), on the loopback.
+    "docker-registry": ("docker-registry", "test"),
 }
 
 # Keep the environment small and stable: tools must not pick up the user's locale or

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from apbuild.cache import Cache, default_root
 from apbuild.config import find_root, load_project
 from apbuild.pipeline import build
+from apbuild.remote import Remote
 from apbuild.testing import run_dir
 from apbuild.testing.installed import installed_base, overlay
 from apbuild.testing.machine import QMP_MISSING, qmp_available
@@ -17,6 +19,8 @@ ROOT = find_root()
 HERE = Path(__file__).parent
 # The user's cache, read before tests/conftest.py points APBUILD_CACHE elsewhere for its tests.
 USER_CACHE = default_root()
+# CI's shared cache (.github/workflows/boards.yml): a job's boot tests pull what its build pushed.
+REMOTE = os.environ.get("APBUILD_CACHE_REMOTE", "")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -37,7 +41,8 @@ def build_board(tmp_path_factory):
         if name not in built:
             project = load_project(ROOT, name)
             out = tmp_path_factory.mktemp(f"out-{name}")
-            built[name] = (project, build(project, Cache(USER_CACHE), out))
+            cache = Cache(USER_CACHE, remote=Remote(REMOTE) if REMOTE else None)
+            built[name] = (project, build(project, cache, out))
         return built[name]
     return get
 

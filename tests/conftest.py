@@ -32,6 +32,9 @@ def private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             env.setenv(name, str(home / sub))
         env.setenv("APBUILD_KEY_DIR", str(home / "keys"))
         env.setenv("APBUILD_CACHE", str(home / "cache"))
+        # The shared cache is CI's: these tests are about the local one (test_remote_cache
+        # names its own registry).
+        env.delenv("APBUILD_CACHE_REMOTE", raising=False)
         yield home
 
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -13,6 +10,7 @@ import pytest
 
 from apbuild.cache import Cache
 from apbuild.config import find_root
+from apbuild.testing.builds import start_build
 from apbuild.testing.seeding import seeded_cache
 
 ROOT = find_root()
@@ -25,17 +23,7 @@ def private_cache(tmp_path: Path, store: Cache) -> Path:
 
 
 def start(cache: Path, out: Path) -> tuple[subprocess.Popen, list[str]]:
-    env = {**os.environ, "APBUILD_CACHE": str(cache), "APBUILD_NO_INSTALL": "1"}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "build.py"), BOARD, "--output", str(out)],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
-    seen: list[str] = []
-
-    def read() -> None:
-        assert proc.stderr is not None
-        while chunk := proc.stderr.read1(4096):
-            seen.append(chunk.decode(errors="replace"))
-    threading.Thread(target=read, daemon=True).start()
-    return proc, seen
+    return start_build(BOARD, "--output", str(out), env={"APBUILD_CACHE": str(cache)})
 
 
 @pytest.fixture(scope="module")
