@@ -93,6 +93,8 @@ class Board:
     layout: str                 # the product's layout for the machine's bootloader
     bootloader: str
     recipes: tuple[str, ...]    # the product's, then the machine's
+    title: str                  # the product's name as its users read it
+    image_name: str             # the product's image name: the hostname, the first part of platform
     image_version: str
     rootfs_xz: int              # the product's xz preset for rootfs.tar.xz
     platform: str               # the image's name: IMAGE_NAME-IMAGE_ARCH

@@ -121,6 +121,8 @@ class Recipe:
     ramdisk: Selection = setting("what goes into the rescue/installer ramdisk",
                                  default=Selection())
     users: tuple[User, ...] = setting("users this recipe adds", default=())
+    passwords: dict = setting("default passwords (user -> password) for users that a recipe before "
+                              "this one defines: a product's own, replacing theirs", default_factory=dict)
     groups: tuple[Group, ...] = setting("groups this recipe adds", default=())
     name: str = dataclasses.field(default="", compare=False)
     path: Path = dataclasses.field(default=Path(), compare=False)

@@ -55,6 +55,9 @@ class Machine:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Product:
     description: str = setting("one line for humans")
+    title: str = setting("the product's name as its users read it: GRUB's entries, the rescue "
+                         "system's greeting, the SBOM, messages on the device",
+                         check=lambda v: None if v.strip() else "an empty title")
     recipes: tuple[str, ...] = setting("recipes under recipes/, applied in order", check=_name)
     image_name: str = setting("the first part of image names (app-platform): the image is "
                               "IMAGE_NAME-IMAGE_ARCH, its hostname and the seed of its fixed ids",
@@ -167,7 +170,7 @@ def compose(product: Product, machine: Machine, name: str, path: Path, descripti
                  arch=machine.arch, storage=machine.storage, ram_mb=machine.ram_mb, cpus=machine.cpus,
                  disk_size=machine.disk_size, layout=product.layouts[machine.bootloader],
                  bootloader=machine.bootloader, recipes=product.recipes + machine.recipes,
-                 image_version=product.image_version, rootfs_xz=product.rootfs_xz,
+                 title=product.title, image_name=product.image_name, image_version=product.image_version, rootfs_xz=product.rootfs_xz,
                  platform=platform, kernel=machine.kernel,
                  qemu=machine.qemu, outputs=outputs, path=path)
 

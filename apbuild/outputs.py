@@ -43,6 +43,7 @@ class SbomInputs:
     packages: Packages
     mirrors: tuple[tuple[str, str], ...]   # suite -> URI, for each package's download location
     platform: str
+    title: str
     version: str
     arch: str
     epoch: int
@@ -113,14 +114,15 @@ def make_sbom(inp: SbomInputs, work: Path) -> None:
 
     lock = inp.packages.lock
     infos = sbom.package_infos(lock, url, lambda p: _copyright_of(inp.packages, p))
-    doc = sbom.document(inp.platform, inp.version, inp.arch, lock, infos, inp.epoch)
+    doc = sbom.document(inp.platform, inp.title, inp.version, inp.arch, lock, infos, inp.epoch)
     (work / f"{inp.platform}.spdx.json").write_bytes(sbom.dumps(doc))
 
 
 def sbom_inputs(b: BuildInputs) -> SbomInputs:
     board = b.board
     return SbomInputs(packages=b.packages, mirrors=tuple(sorted((s.suite, s.uri) for s in mirror.sources())),
-                      platform=board.platform, version=board.image_version, arch=board.arch, epoch=b.epoch)
+                      platform=board.platform, title=board.title, version=board.image_version,
+                      arch=board.arch, epoch=b.epoch)
 
 
 def make_manifest(inp: ManifestInputs, work: Path) -> None:

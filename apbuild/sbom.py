@@ -122,7 +122,7 @@ def _spdx_ref(prefix: str, text: str) -> str:
     return f"SPDXRef-{prefix}-" + re.sub(r"[^A-Za-z0-9.-]+", "-", text)
 
 
-def document(name: str, version: str, arch: str, lock: Lockfile, infos: list[PackageInfo],
+def document(name: str, title: str, version: str, arch: str, lock: Lockfile, infos: list[PackageInfo],
              epoch: int) -> dict:
     """The SPDX 2.3 document as a JSON-ready dict."""
     created = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -137,7 +137,7 @@ def document(name: str, version: str, arch: str, lock: Lockfile, infos: list[Pac
         "licenseConcluded": NOASSERTION,
         "licenseDeclared": NOASSERTION,
         "copyrightText": NOASSERTION,
-        "comment": f"App Platform image built by apbuild for {arch} from Debian packages "
+        "comment": f"{title} image built by apbuild for {arch} from Debian packages "
                    f"(lockfile SHA-256 {lock.digest})",
     }]
     relationships = [{"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +53,13 @@ def user_files(recipes: Sequence[Recipe], salt: str, shell: str = "", where: Pat
             if u.name in users:
                 raise ConfigError(recipe.path, f"users.{u.name}", "user defined twice")
             users[u.name] = u
+        for name, password in recipe.passwords.items():
+            if name not in users:
+                raise ConfigError(recipe.path, f"passwords.{name}", f"no user {name!r} in the recipes "
+                                  f"before this one; users: {', '.join(sorted(users)) or 'none'}")
+            if not isinstance(password, str):
+                raise ConfigError(recipe.path, f"passwords.{name}", f"{password!r} is not a string")
+            users[name] = dataclasses.replace(users[name], password=password)
     members: dict[str, list[str]] = {g: [] for g in groups}
     for u in users.values():
         for g in u.groups:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from apbuild.testing.disks import fresh_disk, installation_disk
 from apbuild.testing.installed import overlay
-from apbuild.testing.accounts import ADMIN, ROOT
+from apbuild.testing.accounts import account
 from apbuild.testing.machine import Machine, scaled
 from apbuild.testing.terminal import ReaderTerminal
 
@@ -84,8 +84,8 @@ def _installed_not_booted(project, result, tmp: Path, logdir, accel) -> Path:
 
 
 def _reader(m: Machine, logdir) -> ReaderTerminal:
-    term = ReaderTerminal(m.ports[22], *ADMIN, logdir / f"{m.name}.ssh.log")
-    said = term.su(ROOT[1])
+    term = ReaderTerminal(m.ports[22], *account("admin", m.board.name), logdir / f"{m.name}.ssh.log")
+    said = term.su(account("root", m.board.name)[1])
     assert term.ok("id -u") == "0", said
     return term
 

@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from apbuild.testing.accounts import ADMIN, ROOT
+from apbuild.testing.accounts import account
 from apbuild.testing.disks import fresh_disk
 from apbuild.testing.lifecycle import unverified_tls
 from apbuild.testing.machine import Machine, scaled
@@ -36,8 +36,8 @@ def tryton(build_board, tmp_path_factory, logdir, accel):
             assert time.monotonic() < deadline, m.ok("tail -20 /var/log/tryton/databases.log")
             time.sleep(10)
         # What the administrator reads, read their way: SSH as admin, su root.
-        m.term = ReaderTerminal(m.ports[22], *ADMIN, logdir / "tryton.ssh.log")
-        m.term.su(ROOT[1])
+        m.term = ReaderTerminal(m.ports[22], *account("admin", m.board.name), logdir / "tryton.ssh.log")
+        m.term.su(account("root", m.board.name)[1])
         m.admin_password = m.term.ok("cat /mnt/sda2/etc/tryton/admin-password")
         yield m
         m.term.close()

@@ -212,7 +212,7 @@ def two_products(tmp_path: Path) -> Path:
     """The project's definitions and a second product, for x86 virtual machines only."""
     root = definitions_copy(tmp_path)
     (root / "products" / "kiosk.toml").write_text(
-        'description = "Kiosk"\nrecipes = ["base", "ssh"]\nimage_name = "kiosk"\n'
+        'description = "Kiosk"\ntitle = "Kiosk"\nrecipes = ["base", "ssh"]\nimage_name = "kiosk"\n'
         'image_version = "100"\narches = ["amd64"]\n[layouts]\ngrub-bios = "vm"\n')
     return root
 

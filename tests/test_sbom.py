@@ -66,7 +66,7 @@ def fixture_document() -> dict:
     copyrights = {"demo": DEP5, "libdemo+1": DEP5, "plain": None}
     infos = sbom.package_infos(lock, lambda p: f"http://archive.invalid/debian/{p.filename}",
                                lambda p: copyrights[p.name])
-    return sbom.document("app-platform-test", "140001", "amd64", lock, infos, 946684800)
+    return sbom.document("app-platform-test", "App Platform", "140001", "amd64", lock, infos, 946684800)
 
 
 def test_document_lists_every_package_deterministically():
@@ -85,7 +85,7 @@ def test_document_lists_every_package_deterministically():
     lock = fixture_lock()
     changed = Lockfile(lock.arch, lock.date, lock.requested, lock.excluded,
                        lock.packages[:2] + (dataclass_replace(lock.packages[2], version="1.1"),))
-    other = sbom.document("app-platform-test", "140001", "amd64", changed,
+    other = sbom.document("app-platform-test", "App Platform", "140001", "amd64", changed,
                           sbom.package_infos(changed, lambda p: "NOASSERTION", lambda p: None), 946684800)
     assert other["documentNamespace"] != doc["documentNamespace"]
 

@@ -1,5 +1,6 @@
-"""The default accounts, as the recipes define them (recipes/base.toml's [[users]]): tests log
-in with what the image was built with, never with a copy of it."""
+"""The default accounts, as the recipes define them (recipes/base.toml's [[users]], with the
+passwords of the product's recipe): tests log in with what the image was built with, never
+with a copy of it."""
 
 from __future__ import annotations
 
@@ -7,20 +8,23 @@ import functools
 
 from apbuild.config import find_root, load_project
 
-# Every board applies base.toml, which defines root and admin.
-_BOARD = "x86_64-vm"
-
 
 @functools.cache
-def _passwords() -> dict[str, str]:
-    project = load_project(find_root(), _BOARD)
-    return {u.name: u.password for recipe in project.recipes for u in recipe.users}
+def _passwords(board: str) -> dict[str, str]:
+    """user -> default password, as users.user_files applies them: a recipe's [passwords]
+    replace the passwords of users defined before it."""
+    passwords: dict[str, str] = {}
+    for recipe in load_project(find_root(), board).recipes:
+        passwords.update({u.name: u.password for u in recipe.users})
+        passwords.update(recipe.passwords)
+    return passwords
 
 
-def account(user: str) -> tuple[str, str]:
-    """(user, default password)."""
-    return user, _passwords()[user]
+def account(user: str, board: str = "x86_64-vm") -> tuple[str, str]:
+    """(user, default password) on a board (the App Platform's VM unless named)."""
+    return user, _passwords(board)[user]
 
 
+# The App Platform's (every board of it has the same).
 ROOT = account("root")     # the serial console's and su's login
 ADMIN = account("admin")   # SSH, and the manager's HTTP basic authentication

@@ -28,7 +28,7 @@ import pexpect
 from apbuild.board import Board
 from apbuild.qemu import command, free_port, gateway_loader, log_launch
 
-from .accounts import ROOT
+from .accounts import account
 
 MULTIPLIER = float(os.environ.get("APBUILD_TIMEOUT_MULTIPLIER", "1"))
 QMP_MISSING = ("qemu.qmp is not installed (PyPI's qemu.qmp, not in Debian bookworm): "
@@ -179,25 +179,26 @@ class Machine:
         assert self.child is not None
         self.child.send(text)
 
-    def login(self, user: str = ROOT[0], password: str = ROOT[1], timeout: float = 180) -> None:
+    def login(self, user: str = "root", password: str | None = None, timeout: float = 180) -> None:
+        """Log in on the serial console (the board's default password unless given)."""
         self.expect(r"login: ", timeout)
         self.send(user + "\n")
         self.expect(r"Password: ", 30)
-        self.send(password + "\n")
+        self.send((password if password is not None else account(user, self.board.name)[1]) + "\n")
         self.expect(r"[#$] ", 60)
         marker = uuid.uuid4().hex[:8]
         # No echo and no prompt: what comes back is only what commands print.
         self.send(f"stty -echo; export PS1= PS2= PAGER=cat; dmesg -n 1 2>/dev/null; echo RE\"\"ADY{marker}\n")
         self.expect(f"READY{marker}", 30)
 
-    def install(self, label: str | None = None, user: str = ROOT[0], password: str = ROOT[1],
+    def install(self, label: str | None = None, user: str = "root", password: str | None = None,
                 login: bool = True) -> None:
         """First boot: the rescue system installs and reboots into the installed system (GRUB
         boards: its normal entry `label`, the board's version unless given); then log in."""
         self.expect("running install_step1.sh install", 180)
         self.expect(re.compile(rb"^finished", re.M), 300)
         if self.board.bootloader == "grub-bios":
-            self.expect(f"Booting `App Platform {label or self.board.image_version}'", 180)
+            self.expect(f"Booting `{self.board.title} {label or self.board.image_version}'", 180)
         if login:
             self.login(user, password, 300)
 
