@@ -203,16 +203,14 @@ class Cache:
                 found = self.lookup(stage, key, verify_hashes=hash_files)
                 if found is None and remote is not None:
                     found = self._pull(remote, stage, key)
-                    if found is not None:
-                        return found, False
                 if found is None:
                     with on_build(), self.build(stage, key, hash_files=hash_files) as work:
                         make(work)
                     if remote is not None:
                         remote.push_stage(stage, key, self.stage_dir(stage, key))
                     return self.stage_dir(stage, key), True
-        # A result this cache had: the remote gets it if it lacks it (one request), so a
-        # runner whose cache was warm before the remote was set shares it too.
+        # A result this cache had or pulled: the remote gets it if it lacks it (one request),
+        # so a runner whose cache was warm before the remote was set shares it too.
         if remote is not None:
             remote.offer_stage(stage, key, found)
         return found, False

@@ -114,15 +114,15 @@ class Remote:
                      f"going on with the local cache only")
             return default
 
-    def _manifest(self, tag: str) -> dict | None:
-        """The manifest of a tag, or None when the registry has no such tag."""
+    def _manifest(self, tag: str, method: str = "GET"):
+        """The tag's manifest (GET) or its response (HEAD), None when the registry has no such tag."""
         container = self._client.get_container(self._ref(tag))
-        response = self._client.do_request(f"{self._client.prefix}://{container.manifest_url()}", "GET",
+        response = self._client.do_request(f"{self._client.prefix}://{container.manifest_url()}", method,
                                            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
         if response.status_code == 404:
             return None
         response.raise_for_status()
-        return response.json()
+        return response.json() if method == "GET" else response
 
     def _download(self, tag: str, layer: dict, dest: Path) -> bool:
         """The layer's blob into dest, True if its digest and size are the manifest's."""
@@ -193,15 +193,7 @@ class Remote:
     def offer_stage(self, stage: str, key: str, result: Path) -> None:
         """Push the result unless the registry has it."""
         tag = f"{stage}-{key}"
-
-        def has() -> bool:
-            container = self._client.get_container(self._ref(tag))
-            response = self._client.do_request(f"{self._client.prefix}://{container.manifest_url()}", "HEAD",
-                                               headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
-            if response.status_code not in (200, 404):
-                response.raise_for_status()
-            return response.status_code == 200
-        if self._guarded(f"looking up {tag}", has, True) is False:
+        if self._guarded(f"looking up {tag}", lambda: self._manifest(tag, "HEAD") is not None, True) is False:
             self.push_stage(stage, key, result)
 
     def push_stage(self, stage: str, key: str, result: Path) -> None:

@@ -9,7 +9,7 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import Recipe
+from .config import Recipe, User
 from .errors import ApbuildError, ConfigError
 from .tree import FILE, Entry, Tree
 
@@ -39,16 +39,10 @@ def sha512_crypt(password: str, salt_source: str) -> str:
     return hashed.decode()
 
 
-def user_files(recipes: Sequence[Recipe], salt: str, shell: str = "", where: Path = Path()) -> Tree:
-    """/etc/passwd, group and shadow of the recipes' users; `shell` replaces every user's
-    login shell (an image that lacks theirs); `where` (the board) is named in errors."""
-    users = {}
-    groups = {}
+def accounts(recipes: Sequence[Recipe]) -> dict[str, User]:
+    """The recipes' users, each with the default password the last recipe to name it gave."""
+    users: dict[str, User] = {}
     for recipe in recipes:
-        for g in recipe.groups:
-            if g.name in groups and groups[g.name] != g.gid:
-                raise ConfigError(recipe.path, f"groups.{g.name}", f"gid {g.gid} conflicts with {groups[g.name]}")
-            groups[g.name] = g.gid
         for u in recipe.users:
             if u.name in users:
                 raise ConfigError(recipe.path, f"users.{u.name}", "user defined twice")
@@ -60,6 +54,19 @@ def user_files(recipes: Sequence[Recipe], salt: str, shell: str = "", where: Pat
             if not isinstance(password, str):
                 raise ConfigError(recipe.path, f"passwords.{name}", f"{password!r} is not a string")
             users[name] = dataclasses.replace(users[name], password=password)
+    return users
+
+
+def user_files(recipes: Sequence[Recipe], salt: str, shell: str = "", where: Path = Path()) -> Tree:
+    """/etc/passwd, group and shadow of the recipes' users; `shell` replaces every user's
+    login shell (an image that lacks theirs); `where` (the board) is named in errors."""
+    users = accounts(recipes)
+    groups: dict[str, int] = {}
+    for recipe in recipes:
+        for g in recipe.groups:
+            if g.name in groups and groups[g.name] != g.gid:
+                raise ConfigError(recipe.path, f"groups.{g.name}", f"gid {g.gid} conflicts with {groups[g.name]}")
+            groups[g.name] = g.gid
     members: dict[str, list[str]] = {g: [] for g in groups}
     for u in users.values():
         for g in u.groups:

@@ -7,17 +7,13 @@ from __future__ import annotations
 import functools
 
 from apbuild.config import find_root, load_project
+from apbuild.users import accounts
 
 
 @functools.cache
 def _passwords(board: str) -> dict[str, str]:
-    """user -> default password, as users.user_files applies them: a recipe's [passwords]
-    replace the passwords of users defined before it."""
-    passwords: dict[str, str] = {}
-    for recipe in load_project(find_root(), board).recipes:
-        passwords.update({u.name: u.password for u in recipe.users})
-        passwords.update(recipe.passwords)
-    return passwords
+    """user -> default password, as the image's /etc/shadow has it."""
+    return {name: u.password for name, u in accounts(load_project(find_root(), board).recipes).items()}
 
 
 def account(user: str, board: str = "x86_64-vm") -> tuple[str, str]:

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import fcntl
 import shutil
-import subprocess
 from pathlib import Path
 
 from apbuild.cache import sha256_file
 from apbuild.config import Project
 from apbuild.pipeline import BuildResult
+from apbuild.run import run
 
 from .machine import Machine
 
@@ -54,6 +54,5 @@ def installed_base(project: Project, result: BuildResult, shared: Path, logdir: 
 
 def overlay(base: Path, disk: Path) -> Path:
     """A private qcow2 whose reads fall through to `base` and whose writes stay its own."""
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(disk)],
-                   check=True, capture_output=True)
+    run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(disk)])
     return disk

@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from apbuild.hosttools import ensure
+from apbuild.hosttools import TEST_TOOLS, ensure
 
 
 def free_port() -> int:
@@ -43,7 +43,7 @@ class Registry:
 @contextlib.contextmanager
 def registry(workdir: Path) -> Iterator[Registry]:
     """A registry of its own (empty storage, a free port), stopped on leaving."""
-    ensure({"docker-registry": "docker-registry"})
+    ensure({"docker-registry": TEST_TOOLS["docker-registry"]})
     storage = workdir / "storage"
     storage.mkdir(parents=True, exist_ok=True)
     port = free_port()
