@@ -209,16 +209,18 @@ def cmd_keygen() -> int:
 
 def cmd_sign(root: Path, name: str, args: argparse.Namespace, cache: Cache) -> int:
     from . import lockfile, signing, update
-    from .pipeline import build
+    from .pipeline import boot_image
 
     hosttools.ensure(hosttools.BUILD_TOOLS)
     project = _project(root, name, args)
     key = signing.key_in(signing.default_dir())
-    result = build(project, cache, output_dir(root, project.board.name, args.output))
+    # An update is sda1's new filesystem: the disk and its outputs are not needed for it.
+    payload = boot_image(project, cache)
     out = output_dir(root, project.board.name, args.output) / update.file_name(
         project.board.platform, project.board.image_version)
+    out.parent.mkdir(parents=True, exist_ok=True)
     epoch = lockfile.source_date_epoch(lockfile.read(project.board.lockfile))
-    update.make(project.board.platform, project.board.image_version, result.boot_image, key, out, epoch)
+    update.make(project.board.platform, project.board.image_version, payload, key, out, epoch)
     log.info(f"{project.board.name}: signed update {out} ({out.stat().st_size / 1e6:.1f} MB, "
              f"key {key.fingerprint})")
     return 0

@@ -46,7 +46,16 @@ def build(project: Project, cache: Cache, output: Path) -> BuildResult:
         return _build(project, cache, output)
 
 
-def _build(project: Project, cache: Cache, output: Path) -> BuildResult:
+def boot_image(project: Project, cache: Cache) -> Path:
+    """Only as far as sda1's filesystem image (boot.img, in the cache): what a signed update
+    carries. The disk and the outputs made from it are not built."""
+    with cache.in_use():
+        _, _, boot_dir = _boot(project, cache)
+        return boot_dir.path / "boot.img"
+
+
+def _boot(project: Project, cache: Cache) -> tuple[BuildInputs, Runner, Content]:
+    """The steps every build takes: kernel, ramdisk and rootfs, then sda1's content."""
     # What a build writes before any stage: the lockfile (resolved on first build) and the
     # update key (made on first build: the image carries its public half).
     ensure_lock(project, cache)
@@ -57,7 +66,11 @@ def _build(project: Project, cache: Cache, output: Path) -> BuildResult:
     kernel = images.kernel_image(runner, b)
     ramdisk = images.image(runner, b, "ramdisk")
     root = images.image(runner, b, "rootfs")
-    boot_dir = bootfs.boot(runner, b, kernel, ramdisk, root)
+    return b, runner, bootfs.boot(runner, b, kernel, ramdisk, root)
+
+
+def _build(project: Project, cache: Cache, output: Path) -> BuildResult:
+    b, runner, boot_dir = _boot(project, cache)
     raw = bootfs.disk_image(runner, b, boot_dir)
 
     outs = project.board.outputs

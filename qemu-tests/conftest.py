@@ -24,7 +24,18 @@ REMOTE = os.environ.get("APBUILD_CACHE_REMOTE", "")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Without qemu.qmp no guest can be driven: every QEMU test skips, with one reason."""
+    """A test marked boards(NAME, ...) runs on those of its module's boards only (the others
+    are deselected, not skipped: they were never meant to run). Without qemu.qmp no guest can
+    be driven: every QEMU test skips, with one reason."""
+    kept, dropped = [], []
+    for item in items:
+        mark = item.get_closest_marker("boards")
+        spec = getattr(item, "callspec", None)
+        board = spec.params.get("gateway", spec.params.get("name")) if spec else None
+        (dropped if mark and board not in mark.args else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
     if qmp_available():
         return
     for item in items:

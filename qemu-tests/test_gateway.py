@@ -1,5 +1,7 @@
 """The ARM gateways: each board's installation image, written to an empty 4 GB disk, installs
-itself through the emulated gateway loader and runs the App Platform's services (TCG)."""
+itself through the emulated gateway loader and runs the App Platform's services (TCG). The
+installed ipx13 then takes a signed update (the last test: it needs the device installed, and
+installing it again for the update alone would cost four minutes of emulation)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import paramiko
 import pytest
 from apbuild.testing.accounts import ADMIN, ROOT
 from apbuild.testing.disks import installation_disk
-from apbuild.testing.lifecycle import rescue_as_the_manual_says
+from apbuild.testing.lifecycle import make_updates, rescue_as_the_manual_says, signed_update_keeps_data
 from apbuild.testing.machine import Machine
 
 pytestmark = pytest.mark.gateway
@@ -108,3 +110,11 @@ def test_rescue_mode_as_the_manual_does_it(gateway, logdir):
     gateway.login("root", password, 300)
     assert gateway.mode == "normal"
     assert "root=/dev/sda3" in gateway.ok("cat /proc/cmdline")
+
+
+@pytest.mark.update
+@pytest.mark.boards("ipx13")
+def test_signed_update_applies_and_keeps_data_others_refused(gateway, tmp_path):
+    """The manual's update on the arm64 gateway (the loader's rescue mode applies it); the
+    VM's is qemu-tests/test_update.py's."""
+    signed_update_keeps_data(gateway, make_updates(gateway.project.board.name, tmp_path))

@@ -63,18 +63,23 @@ def test_rescue_entry_checks_filesystems_and_switches_default(vm_build, installe
         assert "root=/dev/sda3" in m.ok("cat /proc/cmdline")
 
 
-@pytest.mark.parametrize("cut_after", ["apbuild-phase: install-partition", "apbuild-phase: install-data",
-                                       "apbuild-phase: install-unpack"])
-def test_power_cut_during_install_is_recovered(vm_build, tmp_path, logdir, accel, cut_after):
+# The install's phases, in order: the power goes in each in turn, on one disk.
+INSTALL_CUTS = ["apbuild-phase: install-partition", "apbuild-phase: install-data",
+                "apbuild-phase: install-unpack"]
+
+
+def test_power_cuts_during_install_are_recovered(vm_build, tmp_path, logdir, accel):
+    """The power goes in each phase of the install, one after another: each next boot takes
+    the install up again (and reaches the next phase), the last one finishes it."""
     project, result = vm_build
     label = project.board.image_version
-    disk = fresh_disk(result, tmp_path, "cut")
-    m = Machine(project.board, disk, logdir, name=f"cut-{cut_after.split('-')[-1]}", accel=accel)
-    with m:
-        m.expect("running install_step1.sh install", 180)
-        m.expect(cut_after, 300)
-        m.qmp("quit")                               # the power goes: no sync, no shutdown
-        m.wait_exit(60)
+    m = Machine(project.board, fresh_disk(result, tmp_path, "cut"), logdir, name="install-cuts", accel=accel)
+    for phase in INSTALL_CUTS:
+        with m.start():
+            m.expect("running install_step1.sh install", 180)
+            m.expect(phase, 300)
+            m.qmp("quit")                           # the power goes: no sync, no shutdown
+            m.wait_exit(60)
     with m.start():
         m.install(label)                            # the next boot resumes the install
         assert m.ok("cat /mnt/sda1/label") == label

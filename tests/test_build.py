@@ -114,6 +114,30 @@ def test_two_builds_are_bit_identical(resumed, tmp_path, build_cache):
         assert same, f"{kind} differs; first difference: {first_difference(boot_a, boot_b)}"
 
 
+@pytest.mark.xdist_group("cold-build")
+def test_sign_writes_the_update_of_the_built_sda1_and_no_disk(resumed, tmp_path):
+    """./build.py sign, as a user types it, after the build: the update's boot.img is the
+    built sda1 filesystem, and signing builds no disk (an update does not carry one)."""
+    import hashlib
+    import tarfile
+
+    from apbuild.config import load_project
+    from apbuild.pipeline import boot_image
+    from apbuild.update import file_name
+
+    cache, _, _ = resumed
+    proc, said = start_build("sign", BOARD, "--output", str(tmp_path), env={"APBUILD_CACHE": str(cache)})
+    assert proc.wait(300) == 0, "".join(said)
+    board = load_project(ROOT, BOARD).board
+    update = tmp_path / file_name(board.platform, board.image_version)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [update.name]
+    with tarfile.open(update) as tar:
+        payload = tar.extractfile("boot.img").read()
+    # The sda1 filesystem the build made (its boot stage, cached by the sign run).
+    built = boot_image(load_project(ROOT, BOARD), Cache(cache))
+    assert hashlib.sha256(payload).digest() == hashlib.sha256(built.read_bytes()).digest()
+
+
 def test_first_difference_names_the_member(tmp_path):
     import io
     import lzma

@@ -18,7 +18,7 @@ from apbuild.cache import Cache, default_root
 from apbuild.config import find_root, load_project
 from apbuild.lockfile import read as read_lock
 from apbuild.lockfile import source_date_epoch
-from apbuild.pipeline import build
+from apbuild.pipeline import boot_image
 
 from .accounts import ADMIN, ROOT
 from .machine import Machine, scaled
@@ -43,18 +43,76 @@ def make_updates(name: str, tmp: Path, base_version: str | None = None) -> Updat
     old = base_version or project.board.image_version
     new = str(int(old) + 1)
     board = dataclasses.replace(project.board, image_version=new)
-    result = build(dataclasses.replace(project, board=board), Cache(default_root()), tmp / "out")
+    payload = boot_image(dataclasses.replace(project, board=board), Cache(default_root()))
     epoch = source_date_epoch(read_lock(project.board.lockfile))
     platform = project.board.platform
-    good = update.make(platform, new, result.boot_image, signing.key_in(signing.default_dir()),
+    good = update.make(platform, new, payload, signing.key_in(signing.default_dir()),
                        tmp / "good.update", epoch)
     stranger = signing.keygen(tmp / "other-key")
-    other = update.make(platform, new, result.boot_image, stranger, tmp / "other.update", epoch)
+    other = update.make(platform, new, payload, stranger, tmp / "other.update", epoch)
     tampered = tmp / "tampered.update"
     data = bytearray(good.read_bytes())
     data[len(data) // 2] ^= 0x01          # inside boot.img, the last and largest member
     tampered.write_bytes(data)
     return Updates(old, new, good, other, tampered)
+
+
+def signed_update_keeps_data(m: Machine, updates: Updates) -> None:
+    """The manual's update, on an installed, running device: what the reader changed on it
+    (data, a password, /etc/hosts, standby.conf, an app's user, a static address) outlives a
+    good update; a tampered one and one signed with another key are refused and change
+    nothing; only the admin may upload."""
+    m.ok("psql -h /run/postgresql -U postgres -c 'create table kept (n int)' "
+         "-c 'insert into kept select generate_series(1, 1000)'")
+    # A password changed on the device survives the update, whose rootfs has the defaults
+    # (set here as passwd would, without its prompts).
+    m.ok("h=$(echo Changed-On-The-Device | mkpasswd -m sha512 -P 0) && "
+         "sed -i \"s|^root:[^:]*:|root:$h:|\" /etc/shadow")
+    root_hash = m.password_hash("root")
+    assert root_hash.startswith("$6$") and root_hash != m.password_hash("admin")
+    # What the manual's reader changes and an update (a new sda3) must not take away: the
+    # VPN note's /etc/hosts line, a standby's /home/root/standby.conf, an app's own unix
+    # user (useradd, as the manual's "each App has an own unix user"), a static address.
+    m.ok("echo '10.8.0.1 vpn-host.example' >> /etc/hosts")
+    m.ok("echo '{\"primary\": \"10.8.0.1\", \"name\": \"standby1\"}' > /home/root/standby.conf")
+    m.ok("useradd -m app-demo && usermod -p \"$(echo App-Pass-1 | mkpasswd -m sha512 -P 0)\" app-demo")
+    m.ok("echo app data > /mnt/sda2/home/app-demo/data && chown app-demo: /mnt/sda2/home/app-demo/data")
+    app_id = m.ok("id app-demo")
+    m.ok("setip --addr=10.0.2.15 --mask=255.255.255.0 --gateway=10.0.2.2 --dns1=10.0.2.3")
+    m.wait_http("/manager/ramdisk.log", 120)
+    before = boot_state(m)
+
+    status, text = upload(m, updates.tampered)
+    assert status == 422 and "checksum" in text, (status, text)
+    status, text = upload(m, updates.other_key)
+    assert status == 422 and "signature" in text, (status, text)
+    assert boot_state(m) == before, "a refused update changed the device"
+
+    status, text = upload(m, updates.good)
+    assert status == 200 and f"version {updates.new} staged" in text, (status, text)
+    applied(m, updates.new, root_password="Changed-On-The-Device", follow=True)  # the default fails
+    assert m.ok("cat /mnt/sda1/label") == updates.new
+    assert m.ok("psql -h /run/postgresql -U postgres -tAc 'select count(*), sum(n) from kept'") \
+        == "1000|500500"
+    assert m.run("test -e /mnt/sda1/pending")[1] == 1
+    assert m.password_hash("root") == root_hash
+    assert "10.8.0.1 vpn-host.example" in m.ok("cat /etc/hosts")
+    assert '"name": "standby1"' in m.ok("cat /home/root/standby.conf")
+    assert m.ok("id app-demo") == app_id
+    assert m.ok("cat /mnt/sda2/home/app-demo/data") == "app data"
+    assert m.ssh_user("app-demo", "App-Pass-1") == "app-demo"
+    assert "MODE=static" in m.ok("cat /mnt/sda2/etc/network.conf")
+    assert "inet 10.0.2.15/24" in m.ok("ip address show eth0") and m.run("pidof udhcpc")[1] == 1
+    assert m.ok("ls /mnt/sda2/update 2>/dev/null | wc -l") == "0"
+    m.wait_http("/manager/ramdisk.log", 120)
+    status, log = m.http_get("/manager/ramdisk.log")
+    assert status == 200
+    assert f"update from image {updates.old} to {updates.new} started" in log
+    assert log.rstrip().splitlines()[-1] == "finished"
+    # Only the admin may upload.
+    status, _ = upload(m, updates.tampered, auth=("admin", "wrong"))
+    assert status == 401
+
 
 
 def upload(m: Machine, path: Path, auth=ADMIN, timeout: float = 300) -> tuple[int, str]:
