@@ -35,6 +35,10 @@ def tryton(build_board, tmp_path_factory, logdir, accel):
         while m.run("test -e /mnt/sda2/tryton/.databases-made")[1] != 0:
             assert time.monotonic() < deadline, m.ok("tail -20 /var/log/tryton/databases.log")
             time.sleep(10)
+        # Then the server starts, on the modules trytond-admin compiled (a minute of TCG).
+        while m.run("netstat -tln | grep -q '127.0.0.1:8000 '")[1] != 0:
+            assert time.monotonic() < deadline, m.ok("tail -20 /var/log/tryton/trytond.log")
+            time.sleep(5)
         # What the administrator reads, read their way: SSH as admin, su root.
         m.term = ReaderTerminal(m.ports[22], *account("admin", m.board.name), logdir / "tryton.ssh.log")
         m.term.su(account("root", m.board.name)[1])
