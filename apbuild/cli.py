@@ -28,13 +28,17 @@ USAGE = """\
 ./build.py keygen                   make the ed25519 update signing key ($APBUILD_KEY_DIR or
                                     ~/.config/apbuild/keys); builds made later carry its public key
 ./build.py sign BOARD               build, then write the signed update <platform>-<version>.update
+./build.py publish BOARD [--output FEED] [--min-version N]
+                                    build, sign and add the update to the update feed FEED
+                                    (default out/feed): its signed index names the latest
+                                    version of each platform; devices fetch it with update-feed
 ./build.py test [PYTEST ARGS]       run the unit tests and the QEMU tests
 ./build.py clean [--keep-days N]    remove stage results no build used in N days (default 14;
                                     0: all of them); downloads stay
 common options: --cache DIR (default ~/.cache/apbuild or $APBUILD_CACHE), -v/-vv,
   --cache-remote oci://HOST[:PORT]/REPO (or $APBUILD_CACHE_REMOTE: a shared cache in an OCI
   registry, asked before building or downloading, given what this build made),
-  --image-version N (build/sign: this image version instead of the board's image_version)"""
+  --image-version N (build/sign/publish: this image version instead of the board's image_version)"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path)
     p.add_argument("--cache-remote", default=os.environ.get("APBUILD_CACHE_REMOTE", ""))
     p.add_argument("--image-version")
+    p.add_argument("--min-version", default="0")
     p.add_argument("--keep-days", type=float, default=14.0)
     p.add_argument("-v", "--verbose", action="count", default=0)
     return p
@@ -207,15 +212,21 @@ def cmd_keygen() -> int:
     return 0
 
 
-def cmd_sign(root: Path, name: str, args: argparse.Namespace, cache: Cache) -> int:
-    from . import lockfile, signing, update
+def _update_payload(root: Path, name: str, args: argparse.Namespace, cache: Cache):
+    """The project and sda1's filesystem of its build: what an update carries (the disk and
+    its outputs are not needed for it)."""
     from .pipeline import boot_image
 
     hosttools.ensure(hosttools.BUILD_TOOLS)
     project = _project(root, name, args)
+    return project, boot_image(project, cache)
+
+
+def cmd_sign(root: Path, name: str, args: argparse.Namespace, cache: Cache) -> int:
+    from . import lockfile, signing, update
+
+    project, payload = _update_payload(root, name, args, cache)
     key = signing.key_in(signing.default_dir())
-    # An update is sda1's new filesystem: the disk and its outputs are not needed for it.
-    payload = boot_image(project, cache)
     out = output_dir(root, project.board.name, args.output) / update.file_name(
         project.board.platform, project.board.image_version)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -223,6 +234,20 @@ def cmd_sign(root: Path, name: str, args: argparse.Namespace, cache: Cache) -> i
     update.make(project.board.platform, project.board.image_version, payload, key, out, epoch)
     log.info(f"{project.board.name}: signed update {out} ({out.stat().st_size / 1e6:.1f} MB, "
              f"key {key.fingerprint})")
+    return 0
+
+
+def cmd_publish(root: Path, name: str, args: argparse.Namespace, cache: Cache) -> int:
+    from . import feed, lockfile, signing
+
+    project, payload = _update_payload(root, name, args, cache)
+    key = signing.key_in(signing.default_dir())
+    directory = args.output if args.output is not None else root / "out" / "feed"
+    epoch = lockfile.source_date_epoch(lockfile.read(project.board.lockfile))
+    entry = feed.publish(directory, project.board.platform, project.board.image_version, payload,
+                         key, epoch, args.min_version)
+    log.info(f"{project.board.name}: published {entry.platform} {entry.version} in {directory} "
+             f"({entry.file}, {entry.size / 1e6:.1f} MB, from {entry.min_version} on; key {key.fingerprint})")
     return 0
 
 
@@ -291,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_clean(cache, args.keep_days)
         if len(words) == 2 and words[0] == "sign":
             return cmd_sign(root, words[1], args, cache)
+        if len(words) == 2 and words[0] == "publish":
+            return cmd_publish(root, words[1], args, cache)
         if len(words) == 2 and words[0] in ("run", "lock", "show"):
             verb, board = words
             if verb == "run":

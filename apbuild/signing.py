@@ -94,3 +94,16 @@ def sign(key: SigningKey, data: bytes, work: Path) -> bytes:
     finally:
         msg.unlink(missing_ok=True)
         sig.unlink(missing_ok=True)
+
+
+def verify(public: Path, data: bytes, signature: bytes, work: Path) -> bool:
+    """True when signature is public's ed25519 signature of data (the device's own check)."""
+    msg, sig = work / ".verify-msg", work / ".verify-sig"
+    msg.write_bytes(data)
+    sig.write_bytes(signature)
+    try:
+        return run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", public, "-rawin",
+                    "-in", msg, "-sigfile", sig], check=False).returncode == 0
+    finally:
+        msg.unlink(missing_ok=True)
+        sig.unlink(missing_ok=True)

@@ -230,11 +230,11 @@ class Machine:
 
     # -- host side -----------------------------------------------------------------------
     def http_get(self, path: str, timeout: float = 10, auth: tuple[str, str] | None = None,
-                 tls: ssl.SSLContext | None = None) -> tuple[int, str]:
+                 tls: ssl.SSLContext | None = None, post: bytes | None = None) -> tuple[int, str]:
         """GET from the forwarded port 80, or 443 when a TLS context is given; auth is
-        (user, password) for HTTP basic authentication."""
+        (user, password) for HTTP basic authentication; post: POST this body instead."""
         url = (f"https://127.0.0.1:{self.ports[443]}" if tls else f"http://127.0.0.1:{self.ports[80]}") + path
-        request = urllib.request.Request(url)
+        request = urllib.request.Request(url, data=post)
         if auth is not None:
             token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
             request.add_header("Authorization", f"Basic {token}")

@@ -60,6 +60,11 @@ class ReaderTerminal:
         assert rc == 0, f"'{cmd}' exited {rc}:\n{out}"
         return out
 
+    def type_last(self, cmd: str, timeout: float = 120) -> None:
+        """Type a command that ends the session (reboot), and wait until the session ends."""
+        self.child.sendline(cmd)
+        self.child.expect(pexpect.EOF, timeout=scaled(timeout))
+
     def close(self) -> None:
         self.child.close(force=True)
 
