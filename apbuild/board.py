@@ -96,6 +96,7 @@ class Board:
     title: str                  # the product's name as its users read it
     image_name: str             # the product's image name: the hostname, the first part of platform
     image_version: str
+    rootfs_compression: str     # the product's: "xz" (rootfs.tar.xz) or "zstd" (rootfs.tar.zst)
     rootfs_xz: int              # the product's xz preset for rootfs.tar.xz
     platform: str               # the image's name: IMAGE_NAME-IMAGE_ARCH
     kernel: Kernel
@@ -125,7 +126,8 @@ class Board:
         # from an ext2 RAM disk by its content, not by its name.
         ramdisk = ("ramdisk.ext2.xz" if self.kernel.ramdisk_format == "ext2" or self.bootloader == "gateway"
                    else "ramdisk.cpio.xz")
-        return {"kernel": "vmlinuz", "ramdisk": ramdisk, "rootfs": "rootfs.tar.xz", "label": "label",
+        rootfs = "rootfs.tar.zst" if self.rootfs_compression == "zstd" else "rootfs.tar.xz"
+        return {"kernel": "vmlinuz", "ramdisk": ramdisk, "rootfs": rootfs, "label": "label",
                 "sums": "SHA256SUMS", "pending": "pending", "mode": "bootmode"}
 
     def image_settings(self) -> dict:

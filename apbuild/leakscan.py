@@ -2,8 +2,8 @@
 
 A reproducible image must not depend on where it was built, and an image that names the
 builder's home or work tree leaks it to every customer. The scan reads what a customer
-gets: every output and the boot files, looking inside xz layers, tar and newc cpio members
-(so an error names the member) and, for sparse disk images, every data region.
+gets: every output and the boot files, looking inside xz and zstd layers, tar and newc cpio
+members (so an error names the member) and, for sparse disk images, every data region.
 
 Which strings count as the host's (host_needles):
 - the work tree, the cache directory and $HOME, unless $HOME is `/root` or `/`: the image
@@ -27,6 +27,7 @@ from typing import BinaryIO
 
 from .errors import ApbuildError
 from .files import data_blocks
+from .run import spawn
 
 _COMMON = frozenset({
     "root", "admin", "user", "users", "debian", "ubuntu", "build", "builder", "nobody", "daemon",
@@ -35,6 +36,8 @@ _COMMON = frozenset({
 })
 MIN_WORD = 4
 CHUNK = 1 << 20
+XZ_MAGIC = b"\xfd7zXZ\0"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,22 +153,32 @@ def _scan_sparse(path: Path, needles: dict[str, str], output: str) -> Iterator[L
                     yield Leak(output, f"offset {start + at}", what, text)
 
 
+def _scan_unpacked(f: BinaryIO, needles: dict[str, str], output: str, inner: str) -> list[Leak]:
+    """A decompressed stream: tar or cpio member by member, anything else as bytes."""
+    head = f.read(262)
+    f = _Prefixed(head, f)
+    if head[257:262] == b"ustar":
+        return list(_scan_tar(f, needles, output))
+    if head[:6] in (b"070701", b"070702"):
+        return list(_scan_cpio(f, needles, output))
+    return list(_scan_stream(f, needles, output, inner))
+
+
 def scan_file(path: Path, needles: dict[str, str], name: str | None = None) -> list[Leak]:
-    """Every leak in one output, by its kind: xz (decompressed; tar or cpio inside is read
-    member by member), tar (the OVA), or plain bytes (disk images, kernel, JSON)."""
+    """Every leak in one output, by its kind: xz or zstd (decompressed; tar or cpio inside is
+    read member by member), tar (the OVA), or plain bytes (disk images, kernel, JSON)."""
     output = name or path.name
     with open(path, "rb") as f:
         magic = f.read(262)
-    if magic.startswith(b"\xfd7zXZ\0"):
+    inner = path.stem if path.suffix in (".xz", ".zst") else path.name
+    if magic.startswith(XZ_MAGIC):
         with lzma.open(path) as f:
-            head = f.read(262)
-        inner = path.name[:-3] if path.name.endswith(".xz") else path.name
-        with lzma.open(path) as f:
-            if head[257:262] == b"ustar":
-                return list(_scan_tar(f, needles, output))
-            if head[:6] in (b"070701", b"070702"):
-                return list(_scan_cpio(f, needles, output))
-            return list(_scan_stream(f, needles, output, inner))
+            return _scan_unpacked(f, needles, output, inner)
+    if magic.startswith(ZSTD_MAGIC):
+        # Python reads zstd only from 3.14 on: the host's zstd (a build tool) streams it.
+        with spawn(["zstd", "-dcq", path]) as proc:
+            assert proc.stdout is not None
+            return _scan_unpacked(proc.stdout, needles, output, inner)
     if magic[257:262] == b"ustar":
         with open(path, "rb") as f:
             return list(_scan_tar(f, needles, output))

@@ -20,6 +20,7 @@ from .errors import ConfigError, ConfigErrors
 from .schema import load, load_layers, one_of, positive, read_toml, setting, size_check
 
 FORMATS = ("qcow2", "ova", "vhdx")
+ROOTFS_COMPRESSIONS = ("xz", "zstd")
 SEPARATOR = "@"
 
 
@@ -68,6 +69,10 @@ class Product:
                             "bootloader is not listed cannot run the product")
     arches: tuple[str, ...] = setting("the architectures the product runs on (all if empty)",
                                       default=(), check=one_of(*ARCHES))
+    rootfs_compression: str = setting("how rootfs.tar on sda1 is packed: 'xz' (rootfs.tar.xz, "
+                                      "smallest) or 'zstd' (rootfs.tar.zst: unpacks in seconds "
+                                      "where xz takes minutes; needs the zstd recipe)",
+                                      default="xz", check=one_of(*ROOTFS_COMPRESSIONS))
     rootfs_xz: int = setting("the xz preset (0-9) of rootfs.tar.xz: 9 packs smallest; a large "
                              "product may pick a lower one to build faster", default=9,
                              check=lambda v: None if type(v) is int and 0 <= v <= 9
@@ -135,9 +140,17 @@ def load_machine(path: Path) -> Machine:
 
 
 def load_product(path: Path) -> Product:
-    product = load(Product, read_toml(path), path)
+    table = read_toml(path)
+    product = load(Product, table, path)
     errors = [ConfigError(path, f"layouts.{key}", f"unknown bootloader; allowed: grub-bios, gateway")
               for key in product.layouts if key not in ("grub-bios", "gateway")]
+    if product.rootfs_compression == "zstd" and "zstd" not in product.recipes:
+        errors.append(ConfigError(path, "rootfs_compression", "'zstd' needs the recipe 'zstd' in "
+                                  "recipes: the rescue ramdisk unpacks rootfs.tar.zst with it"))
+    # An xz preset beside zstd would be silently ignored: the file must still say what is built.
+    if "rootfs_xz" in table and product.rootfs_compression != "xz":
+        errors.append(ConfigError(path, "rootfs_xz", f"an xz preset, but rootfs_compression is "
+                                  f"{product.rootfs_compression!r}: drop rootfs_xz or pack with xz"))
     errors += [ConfigError(path, f"layouts.{key}", f"{value!r} is not a layout name")
                for key, value in product.layouts.items() if not isinstance(value, str) or _name(value)]
     if errors:
@@ -170,7 +183,8 @@ def compose(product: Product, machine: Machine, name: str, path: Path, descripti
                  arch=machine.arch, storage=machine.storage, ram_mb=machine.ram_mb, cpus=machine.cpus,
                  disk_size=machine.disk_size, layout=product.layouts[machine.bootloader],
                  bootloader=machine.bootloader, recipes=product.recipes + machine.recipes,
-                 title=product.title, image_name=product.image_name, image_version=product.image_version, rootfs_xz=product.rootfs_xz,
+                 title=product.title, image_name=product.image_name, image_version=product.image_version,
+                 rootfs_compression=product.rootfs_compression, rootfs_xz=product.rootfs_xz,
                  platform=platform, kernel=machine.kernel,
                  qemu=machine.qemu, outputs=outputs, path=path)
 

@@ -39,6 +39,7 @@ HOST_TOOLS: dict[str, tuple[str, str]] = {
     "qemu-img": ("qemu-utils", "build"),
     "sfdisk": ("fdisk", "build"),
     "xz": ("xz-utils", "build"),
+    "zstd": ("zstd", "build"),
     "qemu-system-x86_64": ("qemu-system-x86", "test"),
     "qemu-system-aarch64": ("qemu-system-arm", "test"),
     "qemu-system-arm": ("qemu-system-arm", "test"),

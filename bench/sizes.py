@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 LIMIT = 50e6
 INSTALLATION = (".img", ".qcow2", ".ova", ".vhdx")
-PAYLOAD = ("vmlinuz", "ramdisk.cpio.xz", "ramdisk.ext2.xz", "rootfs.tar.xz")
+# The rootfs is .xz or, for a product with rootfs_compression = "zstd", .zst.
+PAYLOAD = ("vmlinuz", "ramdisk.cpio.xz", "ramdisk.ext2.xz", "rootfs.tar.xz", "rootfs.tar.zst")
 
 
 def build_tree(tree: Path, board: str, cache: Path) -> dict[str, int]:

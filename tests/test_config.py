@@ -268,3 +268,36 @@ def test_a_products_xz_preset_is_a_whole_number_from_0_to_9(tmp_path, value, wor
         load_project(root, "kiosk@x86_64-vm")
     kiosk.write_text(kiosk.read_text().replace(f"rootfs_xz = {value}", "rootfs_xz = 3"))
     assert load_project(root, "kiosk@x86_64-vm").board.rootfs_xz == 3
+
+
+@pytest.mark.parametrize("lines,key,words", [
+    ('rootfs_compression = "gzip"', "rootfs_compression", "'gzip' is not allowed; use one of: xz, zstd"),
+    ('rootfs_compression = 19', "rootfs_compression", "19 is not a string"),
+    ('rootfs_compression = "zstd"', "rootfs_compression",
+     "'zstd' needs the recipe 'zstd' in recipes: the rescue ramdisk unpacks rootfs.tar.zst with it"),
+    ('recipes = ["base", "zstd", "ssh"]\nrootfs_compression = "zstd"\nrootfs_xz = 3', "rootfs_xz",
+     "an xz preset, but rootfs_compression is 'zstd': drop rootfs_xz or pack with xz"),
+])
+def test_a_products_rootfs_compression_is_xz_or_zstd_with_its_unpacker(tmp_path, lines, key, words):
+    root = two_products(tmp_path)
+    kiosk = root / "products" / "kiosk.toml"
+    text = kiosk.read_text()
+    kiosk.write_text(text.replace('recipes = ["base", "ssh"]\n', "").replace("[layouts]", f"{lines}\n[layouts]")
+                     if "recipes" in lines else text.replace("[layouts]", f"{lines}\n[layouts]"))
+    with pytest.raises(ConfigError) as err:
+        load_project(root, "kiosk@x86_64-vm")
+    assert err.value.key == key and f"kiosk.toml: {key}: {words}" in str(err.value), str(err.value)
+
+
+def test_a_zstd_product_puts_rootfs_tar_zst_on_sda1_and_an_xz_one_rootfs_tar_xz(tmp_path):
+    root = two_products(tmp_path)
+    kiosk = root / "products" / "kiosk.toml"
+    assert load_project(root, "kiosk@x86_64-vm").board.boot_files["rootfs"] == "rootfs.tar.xz"
+    kiosk.write_text(kiosk.read_text().replace('recipes = ["base", "ssh"]', 'recipes = ["base", "zstd", "ssh"]')
+                     .replace("[layouts]", 'rootfs_compression = "zstd"\n[layouts]'))
+    board = load_project(root, "kiosk@x86_64-vm").board
+    assert (board.rootfs_compression, board.boot_files["rootfs"]) == ("zstd", "rootfs.tar.zst")
+    # erp and tryton unpack theirs with zstd; the App Platform boards keep xz.
+    for name, file in (("tryton@x86_64-vm", "rootfs.tar.zst"), ("erp@ipx13", "rootfs.tar.zst"),
+                       ("x86_64-vm", "rootfs.tar.xz"), ("ipx13", "rootfs.tar.xz")):
+        assert load_project(ROOT, name).board.boot_files["rootfs"] == file, name

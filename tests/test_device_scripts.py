@@ -60,3 +60,31 @@ def test_device_scripts_pass_shellcheck(board, tmp_path, update_key):
         found += proc.stdout.replace(f"{tmp_path}/scripts/", "") + proc.stderr
         assert proc.returncode == 0 or found, proc
     assert not found, f"shellcheck on {board}'s scripts:\n{found}"
+
+
+@pytest.mark.parametrize("packer", [["xz", "-c"], ["zstd", "-q", "-c"]])
+def test_the_installer_unpacks_the_rootfs_by_its_name_and_fails_on_a_broken_one(tmp_path, packer):
+    """install_step1.sh's unpack, run by sh on the host: xz through tar, zstd piped into tar;
+    a damaged file fails the step."""
+    script = (ROOT / "recipes/base/common/home/root/install_step1.sh").read_text()
+    start = script.index("\nunpack() {\n")
+    function = script[start:script.index("\n}\n", start) + 3]
+    (tmp_path / "tree/etc").mkdir(parents=True)
+    (tmp_path / "tree/etc/app.conf").write_text("x = 1\n" * 50000)
+    data = subprocess.run(["tar", "-cf", "-", "-C", str(tmp_path / "tree"), "."], capture_output=True, check=True).stdout
+    packed = subprocess.run(packer, input=data, capture_output=True, check=True).stdout
+    name = "rootfs.tar.zst" if packer[0] == "zstd" else "rootfs.tar.xz"
+    (tmp_path / name).write_bytes(packed)
+    # The last 4 bytes: zstd's checksum of the content (xz's stream footer).
+    (tmp_path / f"broken-{name}").write_bytes(packed[:-4] + bytes(b ^ 0xFF for b in packed[-4:]))
+
+    def unpack(file: str) -> int:
+        dest = tmp_path / "dest"
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir()
+        return subprocess.run(["sh", "-c", function + 'unpack "$1" "$2"', "sh", str(tmp_path / file), str(dest)],
+                              capture_output=True).returncode
+
+    assert unpack(name) == 0
+    assert (tmp_path / "dest/etc/app.conf").read_text() == "x = 1\n" * 50000
+    assert unpack(f"broken-{name}") != 0

@@ -1,9 +1,10 @@
-"""The host-leak scan: a planted host path is found inside xz, tar, cpio and sparse files."""
+"""The host-leak scan: a planted host path is found inside xz, zstd, tar, cpio and sparse files."""
 
 from __future__ import annotations
 
 import io
 import lzma
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,12 +25,15 @@ def tree_with(content: bytes) -> Tree:
 
 
 def outputs(tmp_path: Path, content: bytes) -> dict[str, Path]:
-    """rootfs.tar.xz, ramdisk.cpio.xz, a sparse disk image and an OVA-like tar."""
+    """rootfs.tar.xz, rootfs.tar.zst (a zstd product's), ramdisk.cpio.xz, a sparse disk image
+    and an OVA-like tar."""
     tmp_path.mkdir(exist_ok=True)
     tar, cpio = io.BytesIO(), io.BytesIO()
     tree_with(content).write_tar(tar, 0)
     tree_with(content).write_cpio(cpio, 0)
     (tmp_path / "rootfs.tar.xz").write_bytes(lzma.compress(tar.getvalue()))
+    (tmp_path / "rootfs.tar.zst").write_bytes(subprocess.run(["zstd", "-q", "-c"], input=tar.getvalue(),
+                                                             capture_output=True, check=True).stdout)
     (tmp_path / "ramdisk.cpio.xz").write_bytes(lzma.compress(cpio.getvalue()))
     disk = tmp_path / "disk.img"
     with open(disk, "wb") as f:
@@ -50,6 +54,7 @@ def test_planted_leak_is_named_with_output_member_and_string(tmp_path):
         leakscan.check(files, NEEDLES)
     text = str(err.value)
     assert f"rootfs.tar.xz: ./etc/app.conf: contains the build host's work tree '{SECRET}'" in text
+    assert f"rootfs.tar.zst: ./etc/app.conf: contains the build host's work tree '{SECRET}'" in text
     assert "ramdisk.cpio.xz: etc/app.conf: contains" in text
     assert f"disk.img: offset {(200 << 20) + 100 + len('data_dir = ')}: contains" in text
     assert "plain.tar: ./etc/app.conf: contains" in text

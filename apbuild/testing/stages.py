@@ -30,7 +30,7 @@ def stage_records(project: Project, cache: Cache) -> dict[str, Any]:
         if image == "ramdisk" and ramdisk_format == "ext2":
             records["ramdisk-ext2"] = records["ramdisk-config"]
         else:
-            name = "rootfs.tar.xz" if image == "rootfs" else "ramdisk.cpio.xz"
+            name = project.board.boot_files["rootfs"] if image == "rootfs" else "ramdisk.cpio.xz"
             records[image] = images.JoinInputs(name, placeholder(f"{image}-system"), placeholder(f"{image}-config"))
     records["boot"] = bootfs.boot_inputs(b, placeholder("kernel"), placeholder("ramdisk"), placeholder("rootfs"))
     records["disk"] = bootfs.disk_inputs(b, placeholder("boot.img"))
