@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
 import re
 from pathlib import Path
 
 from . import update
+from .cache import sha256_file
 from .errors import ApbuildError
 from .files import atomic_write, locked
 from .signing import SigningKey, sign, verify
@@ -130,11 +130,7 @@ def publish(feed: Path, platform: str, version: str, boot_img: Path, key: Signin
         name = update.file_name(platform, version)
         assert _FILE.match(name), name
         out = update.make(platform, version, boot_img, key, feed / name, epoch)
-        digest = hashlib.sha256()
-        with open(out, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-        entry = Entry(platform, version, name, out.stat().st_size, digest.hexdigest(), min_version)
+        entry = Entry(platform, version, name, out.stat().st_size, sha256_file(out), min_version)
         entries[platform] = entry
         atomic_write(feed / INDEX, signed(render(entries), key, feed))
     return entry

@@ -88,7 +88,9 @@ class FeedServer:
         headers = {"Accept-Ranges": "bytes"}
         if start:
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-        cut, self.cut_after = (self.cut_after, None) if path.suffix == ".update" else (None, self.cut_after)
+        cut = None
+        if path.suffix == ".update":    # the drop is for a download, not the index
+            cut, self.cut_after = self.cut_after, None
         self._reply(h, rel, asked, 206 if start else 200, body, headers, cut)
 
     def _reply(self, h, rel: str, asked: str, status: int, body: bytes, headers: dict | None = None,
