@@ -21,7 +21,8 @@ def _requirements(with_tests: bool) -> list[Path]:
 # When PyPI cannot be reached, the same libraries come from the Debian mirror the build
 # needs anyway; the requirement files' lower bounds are what bookworm ships.
 DEBIAN_PACKAGES = {"jinja2": "python3-jinja2", "pyelftools": "python3-pyelftools",
-                   "python-debian": "python3-debian",
+                   "python-debian": "python3-debian", "installer": "python3-installer",
+                   "packaging": "python3-packaging",
                    "pytest": "python3-pytest", "pytest-xdist": "python3-pytest-xdist",
                    "pexpect": "python3-pexpect",
                    "paramiko": "python3-paramiko", "lxml": "python3-lxml"}

@@ -156,13 +156,14 @@ def cmd_run(root: Path, board: str, args: argparse.Namespace, cache: Cache) -> i
 
 
 def cmd_lock(root: Path, board: str, cache: Cache) -> int:
-    from . import debian, lockfile, mirror
+    from . import debian, lockfile, mirror, pipeline
 
     project = load_project(root, board)
     path = project.board.lockfile
     with log.step(f"lock: resolve {len(project.packages)} packages for {project.board.arch}"):
         new = debian.lock(project.board.arch, project.packages, project.exclude_packages,
                           mirror.sources(), cache)
+    new = pipeline.lock_python(project, new, cache)
     old = lockfile.read(path) if path.exists() else None
     changes = lockfile.diff(old, new) if old else [(p.name, None, p.version) for p in new.packages]
     for name, before, after in changes:
@@ -170,7 +171,8 @@ def cmd_lock(root: Path, board: str, cache: Cache) -> int:
     if not changes:
         log.info(f"{path}: no package changed")
     lockfile.write(path, new)
-    log.info(f"wrote {path} ({len(new.packages)} packages)")
+    dists = sum(len(v.dists) for v in new.venvs)
+    log.info(f"wrote {path} ({len(new.packages)} packages" + (f", {dists} Python distributions)" if dists else ")"))
     return 0
 
 

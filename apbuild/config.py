@@ -108,6 +108,26 @@ class Selection:
                                check=lambda v: _abs_glob(v) if v else None)
 
 
+def _requirement(value: str) -> str | None:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        Requirement(value)
+    except InvalidRequirement as e:
+        return f"{value!r} is not a Python requirement (e.g. 'biuletyn-bip==0.7.1'): {e}"
+    return None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PythonEnv:
+    """Python distributions from PyPI, pinned in the lockfile and installed at build time."""
+
+    venv: str = setting("the virtualenv's directory in the root filesystem (e.g. /opt/bip/venv)",
+                        default="", check=lambda v: _abs_glob(v) if v else None)
+    requirements: tuple[str, ...] = setting("requirements pip resolves (PEP 508: 'biuletyn-bip==0.7.1', "
+                                            "'gunicorn>=20')", default=(), check=_requirement)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Recipe:
     description: str = setting("one line for humans")
@@ -124,6 +144,8 @@ class Recipe:
     passwords: dict = setting("default passwords (user -> password) for users that a recipe before "
                               "this one defines: a product's own, replacing theirs", default_factory=dict)
     groups: tuple[Group, ...] = setting("groups this recipe adds", default=())
+    python: PythonEnv = setting("a virtualenv of PyPI distributions in the root filesystem",
+                                default=PythonEnv())
     name: str = dataclasses.field(default="", compare=False)
     path: Path = dataclasses.field(default=Path(), compare=False)
 
@@ -153,10 +175,19 @@ def load_recipe(path: Path) -> Recipe:
               for image in ("common", "rootfs", "ramdisk")
               for target, spec in getattr(recipe, image).modes.items()
               if not re.fullmatch(r"[0-7]{3,4} \d+:\d+", str(spec))]
+    py = recipe.python
+    if bool(py.venv) != bool(py.requirements):
+        errors.append(ConfigError(path, "python.venv" if py.requirements else "python.requirements",
+                                  "a virtualenv needs both its directory (venv) and its requirements"))
     if errors:
         raise ConfigErrors.of(errors)
+    rootfs = recipe.rootfs
+    if py.venv:
+        # The virtualenv is in the package pool (packages.Packages): the image keeps it all,
+        # and the ELF closure brings what its wheels' shared objects need.
+        rootfs = dataclasses.replace(rootfs, keep=rootfs.keep + (f"{py.venv}/**",))
     return dataclasses.replace(recipe, name=path.stem, path=path,
-                               rootfs=_with_common(recipe.common, recipe.rootfs),
+                               rootfs=_with_common(recipe.common, rootfs),
                                ramdisk=_with_common(recipe.common, recipe.ramdisk))
 
 
@@ -176,6 +207,11 @@ class Project:
         for package in BOOTLOADER_PACKAGES[self.board.bootloader]:
             names.setdefault(package)
         return tuple(names)
+
+    @property
+    def python_envs(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """(venv, requirements) of each recipe that has a virtualenv, in recipe order."""
+        return tuple((r.python.venv, r.python.requirements) for r in self.recipes if r.python.venv)
 
     @property
     def exclude_packages(self) -> tuple[str, ...]:

@@ -32,12 +32,35 @@ class LockedPackage:
 
 
 @dataclasses.dataclass(frozen=True)
+class PythonDist:
+    name: str
+    version: str
+    filename: str      # the wheel or sdist the lockfile pins
+    url: str
+    sha256: str
+
+    @property
+    def is_sdist(self) -> bool:
+        return not self.filename.endswith(".whl")
+
+
+@dataclasses.dataclass(frozen=True)
+class Venv:
+    """One virtualenv in the image (pypi.py): where it is, what the recipe asked, what was pinned."""
+
+    path: str                          # e.g. /opt/bip/venv
+    requirements: tuple[str, ...]
+    dists: tuple[PythonDist, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class Lockfile:
     arch: str
     date: str                      # newest InRelease Date: of the suites used
     requested: tuple[str, ...]
     excluded: tuple[str, ...]
     packages: tuple[LockedPackage, ...]
+    venvs: tuple[Venv, ...] = ()   # PyPI distributions, per virtualenv (pypi.py)
 
     @property
     def epoch(self) -> int:
@@ -63,6 +86,8 @@ def dumps(lock: Lockfile) -> str:
         "excluded": list(lock.excluded),
         "packages": [dataclasses.asdict(p) for p in sorted(lock.packages, key=lambda p: p.name)],
     }
+    if lock.venvs:  # absent when there are none: a lockfile without Python is as it was
+        data["python"] = [dataclasses.asdict(v) for v in lock.venvs]
     return json.dumps(data, indent=1, sort_keys=True) + "\n"
 
 
@@ -72,8 +97,10 @@ def read(path: Path) -> Lockfile:
         if data.get("format") != FORMAT:
             raise ConfigError(path, "format", f"{data.get('format')!r}: this apbuild reads format {FORMAT}")
         packages = tuple(LockedPackage(**p) for p in data["packages"])
+        venvs = tuple(Venv(v["path"], tuple(v["requirements"]), tuple(PythonDist(**d) for d in v["dists"]))
+                      for v in data.get("python", ()))
         return Lockfile(data["arch"], data["date"], tuple(data["requested"]),
-                        tuple(data["excluded"]), packages)
+                        tuple(data["excluded"]), packages, venvs)
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ConfigError(path, "", f"not a valid lockfile ({e}); recreate it with './build.py lock BOARD'") from None
 
@@ -83,8 +110,11 @@ def write(path: Path, lock: Lockfile) -> None:
 
 
 def diff(old: Lockfile, new: Lockfile) -> list[tuple[str, str | None, str | None]]:
-    before = {p.name: p.version for p in old.packages}
-    after = {p.name: p.version for p in new.packages}
+    def versions(lock: Lockfile) -> dict[str, str]:
+        pins = {f"{v.path}: {d.name} (PyPI)": d.version for v in lock.venvs for d in v.dists}
+        return {**{p.name: p.version for p in lock.packages}, **pins}
+
+    before, after = versions(old), versions(new)
     return [(n, before.get(n), after.get(n)) for n in sorted(before.keys() | after.keys())
             if before.get(n) != after.get(n)]
 

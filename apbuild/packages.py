@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from . import debian, debpkg, kernel, log, mirror
+from . import debian, debpkg, kernel, log, mirror, pypi
 from .cache import Cache
 from .lockfile import Lockfile
 from .tree import Tree
@@ -49,7 +49,13 @@ class Packages:
                 pool = debpkg.merged_links()
                 for pkg in self.lock.packages:
                     pool.merge(debpkg.unpack(self.cache, debs[pkg.name], pkg.sha256, pkg.name))
-                self._memo["pool"] = pool
+            for venv in self.lock.venvs:
+                version = pypi.python_version(self.lock.packages)
+                xy = ".".join(version.split(".")[:2])
+                activate = pool.get(f"/usr/lib/python{xy}/venv/scripts/common/activate")
+                pool.merge(pypi.venv_tree(venv, version, self.lock.arch, self.cache,
+                                          activate.read() if activate else None))
+            self._memo["pool"] = pool
         return self._memo["pool"]
 
     def kernel(self, image_glob: str) -> kernel.KernelInfo:

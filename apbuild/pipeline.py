@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from . import bootfs, debian, images, lockfile, log, mirror, outputs, signing
+from . import bootfs, debian, images, lockfile, log, mirror, outputs, pypi, signing
 from .cache import Cache
 from .config import Project, find_root
 from .errors import ApbuildError
@@ -31,13 +31,28 @@ def ensure_lock(project: Project, cache: Cache) -> lockfile.Lockfile:
         with log.step(f"lock: resolve {len(project.packages)} packages for {project.board.arch}"):
             lock = debian.lock(project.board.arch, project.packages, project.exclude_packages,
                                mirror.sources(), cache)
-            lockfile.write(path, lock)
+        lock = lock_python(project, lock, cache)
+        lockfile.write(path, lock)
         return lock
     lock = lockfile.read(path)
     if tuple(lock.requested) != tuple(project.packages) or tuple(lock.excluded) != project.exclude_packages:
         raise ApbuildError(f"{path}: the recipes ask for other packages than the lockfile pins; "
                            f"refresh it with './build.py lock {project.board.name}'")
+    if tuple((v.path, v.requirements) for v in lock.venvs) != project.python_envs:
+        raise ApbuildError(f"{path}: the recipes ask for other Python requirements than the lockfile "
+                           f"pins; refresh it with './build.py lock {project.board.name}'")
     return lock
+
+
+def lock_python(project: Project, lock: lockfile.Lockfile, cache: Cache) -> lockfile.Lockfile:
+    """The Debian lock with the recipes' PyPI requirements pinned for its Python and arch."""
+    venvs = []
+    for venv, requirements in project.python_envs:
+        with log.step(f"lock: resolve {len(requirements)} Python requirements for {venv} ({lock.arch})"):
+            dists = pypi.resolve(requirements, lock.arch, pypi.python_version(lock.packages),
+                                 pypi.glibc_minor(lock.packages), cache, f"{project.board.name}: {venv}")
+        venvs.append(pypi.Venv(venv, requirements, dists))
+    return dataclasses.replace(lock, venvs=tuple(venvs))
 
 
 def build(project: Project, cache: Cache, output: Path) -> BuildResult:

@@ -137,7 +137,8 @@ def document(name: str, title: str, version: str, arch: str, lock: Lockfile, inf
         "licenseConcluded": NOASSERTION,
         "licenseDeclared": NOASSERTION,
         "copyrightText": NOASSERTION,
-        "comment": f"{title} image built by apbuild for {arch} from Debian packages "
+        "comment": f"{title} image built by apbuild for {arch} from Debian packages"
+                   f"{' and PyPI distributions' if lock.venvs else ''} "
                    f"(lockfile SHA-256 {lock.digest})",
     }]
     relationships = [{"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES",
@@ -171,6 +172,25 @@ def document(name: str, title: str, version: str, arch: str, lock: Lockfile, inf
             extracted.setdefault(ref, text or f"The licence Debian's copyright file of {p.name} "
                                               f"names {ref[len('LicenseRef-'):]!r}; see "
                                               f"/usr/share/doc/{p.name}/copyright in the package.")
+    for venv in lock.venvs:
+        for d in sorted(venv.dists, key=lambda d: d.name.lower()):
+            spdx_id = _spdx_ref("Package-pypi", f"{d.name}-{d.version}")
+            packages.append({
+                "SPDXID": spdx_id,
+                "name": d.name,
+                "versionInfo": d.version,
+                "downloadLocation": d.url,
+                "filesAnalyzed": False,
+                "checksums": [{"algorithm": "SHA256", "checksumValue": d.sha256}],
+                "sourceInfo": f"from PyPI ({d.filename}), installed into the virtualenv {venv.path}",
+                "licenseConcluded": NOASSERTION,
+                "licenseDeclared": NOASSERTION,
+                "copyrightText": NOASSERTION,
+                "externalRefs": [{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
+                                  "referenceLocator": f"pkg:pypi/{_pypi_name(d.name)}@{d.version}"}],
+            })
+            relationships.append({"spdxElementId": image_id, "relationshipType": "CONTAINS",
+                                  "relatedSpdxElement": spdx_id})
     body = {
         "spdxVersion": "SPDX-2.3",
         "dataLicense": "CC0-1.0",
@@ -185,6 +205,11 @@ def document(name: str, title: str, version: str, arch: str, lock: Lockfile, inf
     }
     content = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     return {**body, "documentNamespace": f"https://spdx.org/spdxdocs/{name}-{version}-{content}"}
+
+
+def _pypi_name(name: str) -> str:
+    """The purl spec's PyPI name: lower case, runs of '-', '_', '.' as '-'."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def dumps(doc: dict) -> bytes:

@@ -31,7 +31,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         mark = item.get_closest_marker("boards")
         spec = getattr(item, "callspec", None)
-        board = spec.params.get("gateway", spec.params.get("name")) if spec else None
+        # The board a test runs on: its module fixture's parameter (a board's name).
+        board = next((v for v in spec.params.values() if isinstance(v, str)), None) if spec else None
         (dropped if mark and board not in mark.args else kept).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)

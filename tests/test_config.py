@@ -231,7 +231,7 @@ def test_a_product_on_a_machine_is_one_name_and_list_shows_every_pairing(tmp_pat
     assert cli.cmd_list(root) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == ["ipx10", "ipx11", "ipx13", "x86_64-vm",
-                                                      "erp@ipx13", "erp@x86_64-vm", "kiosk@x86_64-vm",
+                                                      "bip@ipx13", "bip@x86_64-vm", "erp@ipx13", "erp@x86_64-vm", "kiosk@x86_64-vm",
                                                       "tryton@x86_64-vm"]
     assert "Kiosk, on x86_64 virtual machine" in lines[-2]
 
@@ -240,7 +240,7 @@ def test_a_product_on_a_machine_is_one_name_and_list_shows_every_pairing(tmp_pat
     ("kiosk@ipx13", "arches", "kiosk runs on amd64, not on machine ipx13 (arm64"),
     ("erp@ipx10", "arches", "erp runs on amd64, arm64, not on machine ipx10 (armel"),
     ("app-platform@pc", "machine", "no machine named 'pc'; machines: ipx10, ipx11, ipx13, x86_64-vm"),
-    ("shop@x86_64-vm", "product", "no product named 'shop'; products: app-platform, erp, kiosk, tryton"),
+    ("shop@x86_64-vm", "product", "no product named 'shop'; products: app-platform, bip, erp, kiosk, tryton"),
 ])
 def test_an_incompatible_or_unknown_pairing_is_one_line_naming_file_and_key(tmp_path, target, key, words):
     root = two_products(tmp_path)
