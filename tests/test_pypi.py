@@ -138,3 +138,10 @@ def test_the_sbom_lists_the_pypi_distributions():
     assert "pkg:pypi/biuletyn-bip@0.7.1" in purls and "pkg:pypi/markupsafe@1.1.1" in purls
     cffi = next(p for p in doc["packages"] if p["name"] == "cffi")
     assert "aarch64" in cffi["downloadLocation"] and len(cffi["checksums"][0]["checksumValue"]) == 64
+
+
+def test_an_unreachable_index_is_one_line_naming_the_file(tmp_path):
+    dist = lockfile.PythonDist("pkg", "1.0", "pkg-1.0-py3-none-any.whl",
+                               "http://127.0.0.1:9/pkg-1.0-py3-none-any.whl", "0" * 64)
+    with pytest.raises(ApbuildError, match=r"^pkg 1\.0: cannot download pkg-1\.0-py3-none-any\.whl from PyPI \("):
+        pypi.fetch(dist, Cache(tmp_path))
