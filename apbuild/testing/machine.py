@@ -232,7 +232,8 @@ class Machine:
     def http_get(self, path: str, timeout: float = 10, auth: tuple[str, str] | None = None,
                  tls: ssl.SSLContext | None = None, post: bytes | None = None) -> tuple[int, str]:
         """GET from the forwarded port 80, or 443 when a TLS context is given; auth is
-        (user, password) for HTTP basic authentication; post: POST this body instead."""
+        (user, password) for HTTP basic authentication; post: POST this body instead.
+        Returns (status, body), an error's body as well."""
         url = (f"https://127.0.0.1:{self.ports[443]}" if tls else f"http://127.0.0.1:{self.ports[80]}") + path
         request = urllib.request.Request(url, data=post)
         if auth is not None:
@@ -242,7 +243,7 @@ class Machine:
             with urllib.request.urlopen(request, timeout=timeout, context=tls) as r:
                 return r.status, r.read().decode(errors="replace")
         except urllib.error.HTTPError as e:
-            return e.code, ""
+            return e.code, e.read().decode(errors="replace")
 
     def wait_http(self, path: str = "/manager/ramdisk.log", timeout: float = 120,
                   auth: tuple[str, str] | None = None) -> float:
