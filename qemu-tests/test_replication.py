@@ -11,12 +11,15 @@ su root). Checked, in order:
 - a standby's link cut: the alarm shows on both sides within seconds, the primary commits on
   and keeps the WAL; the link back: the standby catches up, no committed row missing, the
   alarm clears;
+- the standby, then the primary, updated with the signed update: replication comes back
+  after each, and the rows committed meanwhile arrive;
 - the primary's power cut while it commits row after row: the rows in flight are counted;
   one standby made the primary (the other standby's entry offered by itself), the other
   re-pointed to it, which copies the whole cluster again and follows;
 - the manual's instance backup on the new primary (its SQL, pg_dump -Fc, dropped, pg_restore:
   rows and owner intact), and its "Move instance database to external database host" onto
-  the third VM, made a standalone with "replication off", reached over TLS."""
+  the third VM, made a standalone with "replication off", reached over TLS;
+- a standby removed (its user and slot go), replication off (the hba lines go)."""
 
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import urllib.parse
 
 import pytest
 from apbuild.testing.accounts import ADMIN, ROOT
+from apbuild.testing.lifecycle import applied, make_updates, upload
 from apbuild.testing.machine import Machine, scaled
 from apbuild.testing.network import NIC, Hub
 from apbuild.testing.terminal import ReaderTerminal
@@ -86,6 +90,7 @@ def test_replication_primary_two_standbys_cut_failover_repoint_backup(vm_build, 
     project, _ = vm_build
     board = project.board.name
     figures: dict[str, object] = {}
+    updates = make_updates(board, tmp_path)          # the next image version, signed
     with Hub() as hub, \
             Machine(project.board, installed(board, tmp_path, "repl-a"), logdir, name="repl-a", accel=accel,
                     extra=hub.args("52:54:00:77:00:01")) as a, \
@@ -164,6 +169,28 @@ def test_replication_primary_two_standbys_cut_failover_repoint_backup(vm_build, 
         figures["alarm_cleared_s"] = round(time.monotonic() - back, 1)
         assert count(term["c"]) == 5100
 
+        # Signed updates (same PostgreSQL major), the standby's then the primary's, each on its
+        # own: the rows committed while a standby or the primary is away arrive afterwards.
+        for key in ("c", "a"):
+            m = vms[key]
+            status, text = upload(m, updates.good)
+            assert status == 200 and f"version {updates.new} staged" in text, (status, text)
+            if key == "c":
+                a.ok(psql("INSERT INTO t SELECT g, 'c away' FROM generate_series(5101, 5200) g"))
+            started = time.monotonic()
+            applied(m, updates.new)
+            figures[f"update_{key}_s"] = round(time.monotonic() - started, 1)
+            m.ok(f"ip addr add {IP[key]}/24 dev eth1 && ip link set eth1 up")
+            assert m.ok("cat /mnt/sda1/label") == updates.new
+            if key == "c":
+                term["c"].close()
+                term["c"] = reader(c, logdir)
+        a.wait_http("/manager/ramdisk.log", 120)
+        a.ok(psql("INSERT INTO t SELECT g, 'after the updates' FROM generate_series(5201, 5300) g"))
+        for key in ("b", "c"):
+            wait_for(f"{key} follows the updated primary", lambda key=key: count(term[key]) == 5300, 120)
+        wait_for("no alarm after the updates", lambda: "id=alarm" not in page(a), 60)
+
         # The primary's power cut while it commits one row after another.
         a.send("(i=6000; while i=$((i+1)); do psql -d app -qc \"INSERT INTO t VALUES ($i, 'load')\" "
                "&& echo \"COMMITTED $i\"; done) &\n")
@@ -226,6 +253,15 @@ def test_replication_primary_two_standbys_cut_failover_repoint_backup(vm_build, 
         out = tb.ok(f"PGPASSWORD=Example-Pass-1 psql 'host={IP['c']} dbname=exampledb user=exampleuser sslmode=prefer'"
                     " -tAc 'SELECT count(*), bool_and(ssl) FROM notes, pg_stat_ssl WHERE pid = pg_backend_pid()'")
         assert out == "1000|t", out
+
+        # b forgets c (its user and its slot, which would keep WAL for ever), then turns
+        # replication off: its pg_hba.conf lines go.
+        tb.ok(f"replication remove {NAME['c']}", 120)
+        assert tb.ok(psql("SELECT count(*) FROM pg_replication_slots", "postgres")) == "0"
+        assert tb.ok(psql(f"SELECT count(*) FROM pg_roles WHERE rolname = '{NAME['c']}'", "postgres")) == "0"
+        assert "off" in tb.ok("replication off", 120)
+        assert tb.ok("grep -c hostssl /mnt/sda2/pgsql/pg_hba.conf || true") == "0"
+        assert tb.ok("replication status").startswith("mode off")
         for t in term.values():
             t.close()
 
