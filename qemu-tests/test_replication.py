@@ -148,6 +148,7 @@ def test_replication_primary_two_standbys_cut_failover_repoint_backup(vm_build, 
         wait_for("the manager's page shows both standbys streaming",
                  lambda: all(f"standby {slot[k]} streaming {IP[k]}" in page(a) for k in ("b", "c")), 30)
         assert "id=alarm" not in page(a)
+        assert "<form id=replication-settings method=post action=/cgi-bin/replication>" in page(a)
 
         # b's cable out: both sides raise the alarm; the primary commits on, keeps the WAL.
         b.qmp("set_link", name=NIC, up=False)
@@ -267,3 +268,35 @@ def test_replication_primary_two_standbys_cut_failover_repoint_backup(vm_build, 
 
     (logdir / "replication.figures.json").write_text(json.dumps(figures, indent=1))
     print("replication:", figures)
+
+
+def test_replication_stream_between_two_ipx13_gateways(build_board, tmp_path, logdir):
+    """The same stream between two arm64 gateways (the manual: the same architecture only),
+    each installed from the image through the emulated gateway loader, lean: the standby
+    copies the cluster over TLS, follows the primary and refuses writes."""
+    from apbuild.testing.disks import installation_disk
+
+    project, result = build_board("ipx13")
+    with Hub() as hub, \
+            Machine(project.board, installation_disk(result, tmp_path, "gw-a"), logdir, name="gw-a",
+                    accel="tcg", extra=hub.args("52:54:00:77:01:01")) as a, \
+            Machine(project.board, installation_disk(result, tmp_path, "gw-b"), logdir, name="gw-b",
+                    accel="tcg", extra=hub.args("52:54:00:77:01:02")) as b:
+        for key, m in (("a", a), ("b", b)):
+            m.install(login=False)
+            m.login(timeout=900)
+            m.ok(f"ip addr add {IP[key]}/24 dev eth1 && ip link set eth1 up")
+        term = {key: reader(m, logdir) for key, m in (("a", a), ("b", b))}
+        term["a"].ok(f"psql -d postgres -qc 'CREATE DATABASE app' && {psql('CREATE TABLE t (id int PRIMARY KEY, note text)')}")
+        password = re.search(r"password (\w+)", term["a"].ok(f"replication primary {NAME['b']}", 120)).group(1)
+        assert "following" in term["b"].ok(f"replication standby {IP['a']} {NAME['b']} {password}", 900)
+        term["a"].ok(psql("INSERT INTO t SELECT g, 'arm64' FROM generate_series(1, 100) g"))
+        wait_for("100 rows on the standby gateway", lambda: count(term["b"]) == 100, 120)
+        out, rc = term["b"].run(psql("INSERT INTO t VALUES (0, 'standby')"))
+        assert rc != 0 and "read-only transaction" in out, out
+        assert term["a"].ok(psql("SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_replication r USING (pid)", "postgres")) == "t"
+        slot = "standby_" + NAME["b"].replace(".", "_").replace("-", "_")
+        wait_for("the primary's state: streaming", lambda: f"standby {slot} streaming {IP['b']} "
+                 in term["a"].ok("replication status"), 60)
+        for t in term.values():
+            t.close()
