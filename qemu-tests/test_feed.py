@@ -14,12 +14,12 @@ import shutil
 import pytest
 from apbuild import feed, signing
 from apbuild.config import load_project
-from apbuild.testing.accounts import ADMIN, ROOT
+from apbuild.testing.accounts import ADMIN
 from apbuild.testing.builds import start_build
 from apbuild.testing.feedserver import FeedServer
 from apbuild.testing.lifecycle import applied, boot_state
 from apbuild.testing.machine import Machine, scaled
-from apbuild.testing.terminal import ReaderTerminal
+from apbuild.testing.terminal import ReaderTerminal, admin_su_root
 
 pytestmark = pytest.mark.update
 
@@ -31,10 +31,7 @@ def publish(name: str, out, *extra: str) -> None:
 
 
 def reader(m: Machine, logdir) -> ReaderTerminal:
-    term = ReaderTerminal(m.ports[22], *ADMIN, logdir / f"{m.name}.ssh.log")
-    said = term.su(ROOT[1])
-    assert term.ok("id -u") == "0", said
-    return term
+    return admin_su_root(m.ports[22], logdir, m.name)
 
 
 def test_update_feed_newer_applied_older_refused_bad_feeds_change_nothing(vm_build, installed, tmp_path,

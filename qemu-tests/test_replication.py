@@ -30,11 +30,11 @@ import time
 import urllib.parse
 
 import pytest
-from apbuild.testing.accounts import ADMIN, ROOT
+from apbuild.testing.accounts import ADMIN
 from apbuild.testing.lifecycle import applied, make_updates, upload
 from apbuild.testing.machine import Machine, scaled
 from apbuild.testing.network import NIC, Hub
-from apbuild.testing.terminal import ReaderTerminal
+from apbuild.testing.terminal import ReaderTerminal, admin_su_root
 
 pytestmark = pytest.mark.slow
 
@@ -50,10 +50,7 @@ REVOKE CONNECT ON DATABASE "exampledb" FROM public;"""
 
 
 def reader(m: Machine, logdir) -> ReaderTerminal:
-    term = ReaderTerminal(m.ports[22], *ADMIN, logdir / f"{m.name}.ssh.log")
-    said = term.su(ROOT[1])
-    assert term.ok("id -u") == "0", said
-    return term
+    return admin_su_root(m.ports[22], logdir, m.name)
 
 
 def manager(m: Machine, form: dict[str, str] | None = None) -> tuple[int, str]:

@@ -89,3 +89,14 @@ def host_client(argv: list[str], password: str, timeout: float = 120,
     out = child.before
     assert child.exitstatus == 0, f"{' '.join(argv)} exited {child.exitstatus}:\n{out}"
     return out
+
+
+def admin_su_root(port: int, logdir: Path, name: str) -> ReaderTerminal:
+    """The manual's way to a root shell: SSH as admin (port: the guest's forwarded 22),
+    then `su root`, both with the App Platform's default passwords."""
+    from .accounts import ADMIN, ROOT
+
+    term = ReaderTerminal(port, *ADMIN, logdir / f"{name}.ssh.log")
+    said = term.su(ROOT[1])
+    assert term.ok("id -u") == "0", said
+    return term
