@@ -25,7 +25,8 @@ DEBIAN_PACKAGES = {"jinja2": "python3-jinja2", "pyelftools": "python3-pyelftools
                    "packaging": "python3-packaging",
                    "pytest": "python3-pytest", "pytest-xdist": "python3-pytest-xdist",
                    "pexpect": "python3-pexpect",
-                   "paramiko": "python3-paramiko", "lxml": "python3-lxml"}
+                   "paramiko": "python3-paramiko", "lxml": "python3-lxml",
+                   "aiosmtpd": "python3-aiosmtpd"}
 # Libraries bookworm does not package. Without PyPI: the SBOM tests skip (spdx-tools), the
 # QEMU tests stop with one line (qemu.qmp), the gateway loader reads FAT with mtools (pyfatfs).
 NOT_IN_DEBIAN = {"spdx-tools", "qemu.qmp", "pyfatfs", "oras"}

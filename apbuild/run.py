@@ -57,6 +57,8 @@ HOST_TOOLS: dict[str, tuple[str, str]] = {
     "chronyd": ("chrony", "test"),
     # tests/test_device_scripts.py: every shell script the images carry.
     "shellcheck": ("shellcheck", "test"),
+    # tests/test_alarm_mail.py: the device's alarm e-mail goes out through curl.
+    "curl": ("curl", "test"),
     # The shared-cache tests' registry (the CNCF distribution registry), on the loopback.
     "docker-registry": ("docker-registry", "test"),
 }

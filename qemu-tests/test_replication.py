@@ -8,9 +8,11 @@ su root). Checked, in order:
 - a bad standby name and a wrong password are refused and change nothing;
 - rows committed on the primary appear on both standbys; a standby refuses writes; the
   replication user cannot open a normal session; pg_stat_ssl shows TLS;
-- a standby's link cut: the alarm shows on both sides within seconds, the primary commits on
-  and keeps the WAL; the link back: the standby catches up, no committed row missing, the
-  alarm clears;
+- the alarm e-mail settings (manager, HTTP): a bad address refused, a test e-mail received
+  by an SMTP server on the host;
+- a standby's link cut: the alarm shows on both sides within seconds and is e-mailed by both
+  after the set delay, the primary commits on and keeps the WAL; the link back: the standby
+  catches up, no committed row missing, the alarm clears, both e-mail that;
 - the standby, then the primary, updated with the signed update: replication comes back
   after each, and the rows committed meanwhile arrive;
 - the primary's power cut while it commits row after row: the rows in flight are counted;
@@ -34,6 +36,7 @@ from apbuild.testing.accounts import ADMIN
 from apbuild.testing.lifecycle import applied, make_updates, upload
 from apbuild.testing.machine import Machine, scaled
 from apbuild.testing.network import NIC, Hub
+from apbuild.testing.smtp import MailServer
 from apbuild.testing.terminal import ReaderTerminal, admin_su_root
 
 pytestmark = pytest.mark.slow
@@ -57,6 +60,12 @@ def manager(m: Machine, form: dict[str, str] | None = None) -> tuple[int, str]:
     """The manager's Replication settings: GET the state, or POST the form."""
     body = urllib.parse.urlencode(form).encode() if form is not None else None
     return m.http_get("/cgi-bin/replication", timeout=scaled(300), auth=ADMIN, post=body)
+
+
+def alarms(m: Machine, form: dict[str, str] | None = None) -> tuple[int, str]:
+    """The manager's "Alarms and events" and "SMTP" settings: GET them, or POST the form."""
+    body = urllib.parse.urlencode(form).encode() if form is not None else None
+    return m.http_get("/cgi-bin/alarms", timeout=scaled(120), auth=ADMIN, post=body)
 
 
 def page(m: Machine) -> str:
@@ -88,13 +97,13 @@ def test_replication_primary_two_standbys_cut_failover_repoint_backup(vm_build, 
     board = project.board.name
     figures: dict[str, object] = {}
     updates = make_updates(board, tmp_path)          # the next image version, signed
-    with Hub() as hub, \
+    with Hub() as hub, MailServer() as smtp, \
             Machine(project.board, installed(board, tmp_path, "repl-a"), logdir, name="repl-a", accel=accel,
-                    extra=hub.args("52:54:00:77:00:01")) as a, \
+                    extra=hub.args("52:54:00:77:00:01", project.board.qemu.nic)) as a, \
             Machine(project.board, installed(board, tmp_path, "repl-b"), logdir, name="repl-b", accel=accel,
-                    extra=hub.args("52:54:00:77:00:02")) as b, \
+                    extra=hub.args("52:54:00:77:00:02", project.board.qemu.nic)) as b, \
             Machine(project.board, installed(board, tmp_path, "repl-c"), logdir, name="repl-c", accel=accel,
-                    extra=hub.args("52:54:00:77:00:03")) as c:
+                    extra=hub.args("52:54:00:77:00:03", project.board.qemu.nic)) as c:
         vms = {"a": a, "b": b, "c": c}
         for key, m in vms.items():
             m.login(timeout=300)
@@ -103,6 +112,19 @@ def test_replication_primary_two_standbys_cut_failover_repoint_backup(vm_build, 
         a.wait_http("/manager/ramdisk.log", 120)
         a.ok(f"psql -d postgres -qc 'CREATE DATABASE app' && {psql('CREATE TABLE t (id int PRIMARY KEY, note text)')}")
         b.ok("psql -d postgres -qc 'CREATE DATABASE mine'")     # b's own, replaced by the copy
+
+        # Alarm e-mails (the manual: after 5 minutes of alarm, to the "Alarms and events"
+        # address through the "SMTP" settings) to an SMTP server on the host; 20 s instead of
+        # the 5 minutes, a setting of the same page. A bad address changes nothing.
+        mail = {"email": "ops@example.com", "server": "10.0.2.2", "port": str(smtp.port), "delay": "20"}
+        status, said = alarms(a, {**mail, "email": "not an address", "action": "test"})
+        assert status == 422 and "email 'not an address' is not an e-mail address" in said, (status, said)
+        assert "alarmEmail" not in alarms(a)[1]
+        status, said = alarms(a, {**mail, "action": "test"})
+        assert status == 200 and "test e-mail sent" in said, (status, said)
+        assert smtp.wait_for("test e-mail", 30).rcpt_tos == ("ops@example.com",)
+        assert "alarmEmail=ops@example.com" in alarms(a)[1]
+        wait_for("the page's form shows the address", lambda: 'value="ops@example.com"' in page(a), 30)
 
         # The primary, through the manager's page: a bad name is refused and changes nothing.
         status, said = manager(a, {"mode": "primary", "standby": "not_a_domain!"})
@@ -155,6 +177,14 @@ def test_replication_primary_two_standbys_cut_failover_repoint_backup(vm_build, 
         wait_for("b's alarm", lambda: "ALARM: replication broken" in term["b"].ok("replication status"), 90)
         figures["alarm_standby_s"] = round(time.monotonic() - cut, 1)
         a.ok(psql("INSERT INTO t SELECT g, 'during the outage' FROM generate_series(101, 5100) g"))
+        # Both sides e-mail the alarm once it has lasted the delay (b has a's settings: they are
+        # in the manager's database, which b copied); b's own settings are read-only.
+        for side, mode in (("a", "mode primary"), ("b", "mode standby")):
+            wait_for(f"{side}'s alarm e-mail", lambda mode=mode: any(
+                mode in m.message.get_content() for m in smtp.received("replication alarm")), 120)
+        figures["alarm_mail_s"] = round(time.monotonic() - cut, 1)
+        status, said = alarms(b, {"email": "other@example.com"})
+        assert status == 422 and "is a standby" in said, (status, said)
         kept = int(a.ok(psql(f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) FROM pg_replication_slots"
                              f" WHERE slot_name = '{slot['b']}'", "postgres")))
         assert kept > 0, "the primary does not keep the WAL for its standby"
@@ -165,6 +195,8 @@ def test_replication_primary_two_standbys_cut_failover_repoint_backup(vm_build, 
         wait_for("the alarm cleared", lambda: "alarm none" in term["b"].ok("replication status")
                  and "id=alarm" not in page(a), 90)
         figures["alarm_cleared_s"] = round(time.monotonic() - back, 1)
+        wait_for("both sides e-mail that replication is back",
+                 lambda: len(smtp.received("replication is back")) == 2, 60)
         assert count(term["c"]) == 5100
 
         # Signed updates (same PostgreSQL major), the standby's then the primary's, each on its
@@ -276,9 +308,9 @@ def test_replication_stream_between_two_ipx13_gateways(build_board, tmp_path, lo
     project, result = build_board("ipx13")
     with Hub() as hub, \
             Machine(project.board, installation_disk(result, tmp_path, "gw-a"), logdir, name="gw-a",
-                    accel="tcg", extra=hub.args("52:54:00:77:01:01")) as a, \
+                    accel="tcg", extra=hub.args("52:54:00:77:01:01", project.board.qemu.nic)) as a, \
             Machine(project.board, installation_disk(result, tmp_path, "gw-b"), logdir, name="gw-b",
-                    accel="tcg", extra=hub.args("52:54:00:77:01:02")) as b:
+                    accel="tcg", extra=hub.args("52:54:00:77:01:02", project.board.qemu.nic)) as b:
         for key, m in (("a", a), ("b", b)):
             m.install(login=False)
             m.login(timeout=900)

@@ -26,9 +26,10 @@ class Hub:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="hub", daemon=True)
 
-    def args(self, mac: str) -> tuple[str, ...]:
+    def args(self, mac: str, model: str = MODEL) -> tuple[str, ...]:
+        """A guest's second NIC on this segment; model: the board's (board.qemu.nic)."""
         return ("-netdev", f"socket,id=replink,connect=127.0.0.1:{self.port}",
-                "-device", f"{MODEL},netdev=replink,id={NIC},mac={mac}")
+                "-device", f"{model},netdev=replink,id={NIC},mac={mac}")
 
     def __enter__(self) -> Hub:
         self._thread.start()
