@@ -140,9 +140,22 @@ def gateway_loader(board: Board, disk: Path, workdir: Path) -> LoaderBoot:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """n different free ports on the loopback: the sockets stay bound until all are chosen (the
+    kernel hands a port just closed out again, so one at a time gave two forwards one port)."""
+    sockets = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            sockets.append(s)
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def _disk_args(board: Board, disk: Path, cache: str, snapshot: bool) -> list[str]:

@@ -1,5 +1,8 @@
 """QEMU command lines (apbuild/qemu.py command()): the network choices."""
 
+import shutil
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -32,3 +35,31 @@ def test_a_netdev_replaces_user_mode_networking_and_a_wrapper_comes_first():
 def test_forwards_need_user_mode_networking():
     with pytest.raises(ValueError, match="need user-mode networking"):
         command(BOARD, DISK, forwards={22: 2222}, netdev="tap,ifname=tap0")
+
+
+def test_free_ports_are_different_ones():
+    from apbuild.qemu import free_ports
+    for _ in range(20):
+        ports = free_ports(4)
+        assert len(set(ports)) == 4, ports
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86 is not installed")
+def test_a_taken_port_is_chosen_again_and_qemus_own_error_is_kept(tmp_path):
+    """Another process binds one of a guest's ports before QEMU does: QEMU stops at once with
+    its own line; the harness logs it and starts again with other ports (a blank disk: the
+    firmware runs, nothing boots)."""
+    from apbuild.testing.machine import Machine
+    disk = tmp_path / "blank.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        m = Machine(BOARD, disk, tmp_path, name="ports", accel="tcg")
+        m.ports[80] = port
+        with m:
+            assert m.child.isalive() and m.boots == 1
+            assert m.ports[80] != port
+    log = (tmp_path / "ports.serial.log").read_text()
+    assert f"Could not set up host forwarding rule 'tcp:127.0.0.1:{port}-:80'" in log, log

@@ -26,7 +26,7 @@ from typing import Any
 import pexpect
 
 from apbuild.board import Board
-from apbuild.qemu import command, free_port, gateway_loader, log_launch
+from apbuild.qemu import command, free_ports, gateway_loader, log_launch
 
 from .accounts import account
 
@@ -56,7 +56,7 @@ class Machine:
         self.disk = disk
         self.logdir = logdir
         self.name = name
-        self.ports = {g: free_port() for g in guest_ports}
+        self.ports = dict(zip(guest_ports, free_ports(len(guest_ports))))
         self.qmp_path = Path(f"/tmp/apbuild-qmp-{uuid.uuid4().hex[:12]}.sock")
         self.launch_args = launch_args
         self.child: pexpect.spawn | None = None
@@ -67,6 +67,18 @@ class Machine:
 
     # -- life cycle ----------------------------------------------------------------------
     def start(self) -> Machine:
+        for attempt in range(3):
+            try:
+                return self._start()
+            except AssertionError:
+                # Another process (the other worker's guest, a test's server) took one of the
+                # ports between their choice and QEMU's bind: choose again.
+                if attempt == 2 or "host forwarding rule" not in self.tail():
+                    raise
+                self.ports = dict(zip(self.ports, free_ports(len(self.ports))))
+                self.boots -= 1
+
+    def _start(self) -> Machine:
         boot = {}
         if self.board.bootloader == "gateway":
             # The emulated gateway firmware: kernel, initrd and mode from the disk's sda1.
@@ -100,6 +112,13 @@ class Machine:
                 self._qmp.connect()
                 return
             except ConnectError:
+                if not self.child.isalive():
+                    # QEMU stopped at once: its own words (still unread on the pty) into the log.
+                    try:
+                        self.child.expect(pexpect.EOF, timeout=5)
+                    except pexpect.TIMEOUT:
+                        pass
+                    raise AssertionError(f"{self.name}: QEMU exited at start:\n{self.tail()}") from None
                 # QEMU makes its socket while it starts; before that there is nothing to reach.
                 if time.monotonic() > deadline:
                     raise AssertionError(f"{self.name}: no QMP socket:\n{self.tail()}") from None

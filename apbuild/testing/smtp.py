@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import email
 import email.policy
-import socket
 import ssl
 import threading
 import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
+
+from apbuild.qemu import free_port
 
 try:
     from aiosmtpd.controller import Controller
@@ -44,12 +45,6 @@ class _Handler:
         return "250 OK"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class MailServer:
     """with MailServer() as smtp: ... smtp.port, smtp.wait_for(subject=...)"""
 
@@ -57,7 +52,7 @@ class MailServer:
                  users: dict[str, str] | None = None):
         self.messages: list[Received] = []
         self._lock = threading.Lock()
-        self.port = _free_port()
+        self.port = free_port()
         kwargs: dict = {}
         if cert is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
