@@ -1,7 +1,7 @@
 """The ARM gateways: each board's installation image, written to an empty 4 GB disk, installs
 itself through the emulated gateway loader and runs the App Platform's services (TCG). The
-installed ipx13 then takes a signed update (the last test: it needs the device installed, and
-installing it again for the update alone would cost four minutes of emulation)."""
+installed ipx10 and ipx13 then take a signed update (the last test: it needs the device
+installed, and installing it again for the update alone would cost minutes of emulation)."""
 
 from __future__ import annotations
 
@@ -113,8 +113,9 @@ def test_rescue_mode_as_the_manual_does_it(gateway, logdir):
 
 
 @pytest.mark.update
-@pytest.mark.boards("ipx13")
+@pytest.mark.boards("ipx10", "ipx13")
 def test_signed_update_applies_and_keeps_data_others_refused(gateway, tmp_path):
-    """The manual's update on the arm64 gateway (the loader's rescue mode applies it); the
-    VM's is qemu-tests/test_update.py's."""
+    """The manual's update on the arm64 gateway and on the armel one with the least memory
+    (256 MB; ipx11 runs the same image and the same update), applied by the loader's rescue
+    mode; the VM's is qemu-tests/test_update.py's."""
     signed_update_keeps_data(gateway, make_updates(gateway.project.board.name, tmp_path))
