@@ -104,6 +104,13 @@ def test_update_feed_newer_applied_older_refused_bad_feeds_change_nothing(vm_bui
         out, rc = term.run("update-feed apply", 120)
         assert rc == 1 and f"offers {old}, older than the installed {new}" in out, out
         assert boot_state(m) == before, "a refused older image changed the device"
+        # A label that is no number (a typo of the manual's echo): refused before anything is
+        # downloaded, as update-image would refuse it after.
+        term.ok("echo 11000O > /mnt/sda1/label")
+        fetched = len(server.requests)
+        out, rc = term.run("update-feed apply", 120)
+        assert rc == 1 and "no image label in /mnt/sda1/label to compare with" in out, out
+        assert all(r.path.endswith("index") for r in server.requests[fetched:]), server.requests[fetched:]
         term.ok("echo 110000 > /mnt/sda1/label")
         assert f"version {old} staged" in term.ok("update-feed apply", 300)
         term.close()
