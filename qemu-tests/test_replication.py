@@ -38,7 +38,7 @@ from apbuild.testing.lifecycle import applied, make_updates, upload
 from apbuild.testing.machine import Machine, scaled
 from apbuild.testing.network import NIC, Hub
 from apbuild.testing.smtp import MailServer
-from apbuild.testing.terminal import ReaderTerminal, admin_su_root
+from apbuild.testing.terminal import ReaderTerminal, admin_su_root, host_client
 
 pytestmark = pytest.mark.slow
 
@@ -269,12 +269,17 @@ def test_replication_primary_two_standbys_cut_failover_repoint_backup(vm_build, 
         # "Move instance database to external database host": c, made standalone.
         tc = term["c"]
         assert "promoted" in tc.ok("replication off", 120)
-        # The dump goes across the LAN (the reader downloads it from one and uploads it to the other).
-        c.ok("(busybox nc -l -p 9000 > /mnt/sda2/backup-exampledb.dump &)")
-        time.sleep(1)
-        b.run(f"timeout 30 busybox nc {IP['c']} 9000 < /mnt/sda2/backup-exampledb.dump", 60)
-        wait_for("the dump arrived on c", lambda: c.ok("wc -c < /mnt/sda2/backup-exampledb.dump")
-                 == b.ok("wc -c < /mnt/sda2/backup-exampledb.dump"), 30)
+        # The dump goes from b to c the reader's way: into admin's home as root, down to the
+        # reader's machine with scp, up to c's admin, into place as root.
+        dump = "/mnt/sda2/backup-exampledb.dump"
+        tb.ok(f"cp {dump} /home/admin/ && chown admin /home/admin/backup-exampledb.dump")
+        local = tmp_path / "backup-exampledb.dump"
+        ssh = ReaderTerminal.SSH_OPTIONS
+        host_client(["scp", "-P", str(b.ports[22]), *ssh, "admin@127.0.0.1:/home/admin/backup-exampledb.dump",
+                     str(local)], ADMIN[1])
+        host_client(["scp", "-P", str(c.ports[22]), *ssh, str(local), "admin@127.0.0.1:/home/admin/"], ADMIN[1])
+        tc.ok(f"mv /home/admin/backup-exampledb.dump {dump}")
+        assert tc.ok(f"md5sum < {dump}") == tb.ok(f"md5sum < {dump}")
         tc.ok("dropdb --if-exists exampledb")            # the copy of b's came with the cluster
         tc.ok("createdb --encoding=UTF-8 exampledb")
         tc.ok("pg_restore -d exampledb /mnt/sda2/backup-exampledb.dump")
