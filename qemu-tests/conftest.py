@@ -14,6 +14,8 @@ from apbuild.remote import Remote
 from apbuild.testing import run_dir
 from apbuild.testing.installed import installed_base, overlay
 from apbuild.testing.machine import QMP_MISSING, qmp_available
+from apbuild.testing.releases import release_build as build_release
+from apbuild.testing.releases import release_project
 
 ROOT = find_root()
 HERE = Path(__file__).parent
@@ -88,4 +90,29 @@ def installed(build_board, tmp_path_factory, logdir, accel):
     def get(name: str, tmp: Path, disk_name: str) -> Path:
         project, result = build_board(name)
         return overlay(installed_base(project, result, shared, logdir, accel), tmp / f"{disk_name}.qcow2")
+    return get
+
+
+@pytest.fixture(scope="session")
+def release_build(build_board, tmp_path_factory):
+    """release_build(board, release): (the board as the release knows itself, the release's
+    outputs), built from its commit once per run for every worker (apbuild.testing.releases).
+    The tree's own build comes first: it makes the signing key both images trust."""
+    shared = run_dir(tmp_path_factory) / "releases"
+
+    def get(board: str, release):
+        build_board(board)
+        return release_project(board, release), build_release(board, release, shared, USER_CACHE)
+    return get
+
+
+@pytest.fixture(scope="session")
+def installed_release(release_build, tmp_path_factory, logdir, accel):
+    """installed_release(board, release): the release's image installed and first booted,
+    once per run (a GRUB board's qcow2; the base of each test's overlay)."""
+    shared = run_dir(tmp_path_factory) / "installed"
+
+    def get(board: str, release) -> Path:
+        project, result = release_build(board, release)
+        return installed_base(project, result, shared, logdir, accel)
     return get

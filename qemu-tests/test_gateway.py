@@ -1,7 +1,6 @@
 """The ARM gateways: each board's installation image, written to an empty 4 GB disk, installs
-itself through the emulated gateway loader and runs the App Platform's services (TCG). The
-installed ipx10 and ipx13 then take a signed update (the last test: it needs the device
-installed, and installing it again for the update alone would cost minutes of emulation)."""
+itself through the emulated gateway loader and runs the App Platform's services (TCG).
+Their signed updates, from the releases in the field, are test_update_paths.py's."""
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ import paramiko
 import pytest
 from apbuild.testing.accounts import ADMIN, ROOT
 from apbuild.testing.disks import installation_disk
-from apbuild.testing.lifecycle import make_updates, rescue_as_the_manual_says, signed_update_keeps_data
+from apbuild.testing.lifecycle import rescue_as_the_manual_says
 from apbuild.testing.machine import Machine
 
 pytestmark = pytest.mark.gateway
@@ -110,12 +109,3 @@ def test_rescue_mode_as_the_manual_does_it(gateway, logdir):
     gateway.login("root", password, 300)
     assert gateway.mode == "normal"
     assert "root=/dev/sda3" in gateway.ok("cat /proc/cmdline")
-
-
-@pytest.mark.update
-@pytest.mark.boards("ipx10", "ipx13")
-def test_signed_update_applies_and_keeps_data_others_refused(gateway, tmp_path):
-    """The manual's update on the arm64 gateway and on the armel one with the least memory
-    (256 MB; ipx11 runs the same image and the same update), applied by the loader's rescue
-    mode; the VM's is qemu-tests/test_update.py's."""
-    signed_update_keeps_data(gateway, make_updates(gateway.project.board.name, tmp_path))

@@ -1,6 +1,7 @@
 """Driving an App Platform through its life in QEMU: signed updates made from a second build,
-the manager's upload, and power cuts at named points. Used by qemu-tests/test_update.py
-(a small fixed set of cuts) and bench/powercut.py (a larger one)."""
+the manager's upload, what the reader changed and an update must keep, and power cuts at
+named points. Used by qemu-tests/test_update_paths.py and test_update.py (a small fixed set
+of cuts) and bench/powercut.py (a larger one)."""
 
 from __future__ import annotations
 
@@ -36,12 +37,12 @@ class Updates:
     tampered: Path           # good, with one byte of boot.img changed
 
 
-def make_updates(name: str, tmp: Path, base_version: str | None = None) -> Updates:
-    """Build the board again as the next image version (after the board's, or base_version)
-    and sign it three ways."""
+def make_updates(name: str, tmp: Path, base_version: str | None = None, version: str | None = None) -> Updates:
+    """Build the board as `version` (the next image version after the board's, or after
+    base_version, the installed one) and sign it three ways."""
     project = load_project(TREE, name)
     old = base_version or project.board.image_version
-    new = str(int(old) + 1)
+    new = version or str(int(old) + 1)
     board = dataclasses.replace(project.board, image_version=new)
     payload = boot_image(dataclasses.replace(project, board=board), Cache(default_root()))
     epoch = source_date_epoch(read_lock(project.board.lockfile))
@@ -57,21 +58,26 @@ def make_updates(name: str, tmp: Path, base_version: str | None = None) -> Updat
     return Updates(old, new, good, other, tampered)
 
 
-def signed_update_keeps_data(m: Machine, updates: Updates) -> None:
-    """The manual's update, on an installed, running device: what the reader changed on it
-    (data, a password, /etc/hosts, standby.conf, an app's user, a static address) outlives a
-    good update; a tampered one and one signed with another key are refused and change
-    nothing; only the admin may upload."""
+# Root's password as the reader changed it on the device; the update's rootfs has the default.
+CHANGED_ROOT_PASSWORD = "Changed-On-The-Device"
+
+
+@dataclasses.dataclass(frozen=True)
+class Kept:
+    root_hash: str
+    app_id: str
+
+
+def change_the_device(m: Machine) -> Kept:
+    """What the manual's reader changes and an update (a new sda3) must not take away."""
     m.ok("psql -h /run/postgresql -U postgres -c 'create table kept (n int)' "
          "-c 'insert into kept select generate_series(1, 1000)'")
-    # A password changed on the device survives the update, whose rootfs has the defaults
-    # (set here as passwd would, without its prompts).
-    m.ok("h=$(echo Changed-On-The-Device | mkpasswd -m sha512 -P 0) && "
+    # Set as passwd would, without its prompts.
+    m.ok(f"h=$(echo {CHANGED_ROOT_PASSWORD} | mkpasswd -m sha512 -P 0) && "
          "sed -i \"s|^root:[^:]*:|root:$h:|\" /etc/shadow")
     root_hash = m.password_hash("root")
     assert root_hash.startswith("$6$") and root_hash != m.password_hash("admin")
-    # What the manual's reader changes and an update (a new sda3) must not take away: the
-    # VPN note's /etc/hosts line, a standby's /home/root/standby.conf, an app's own unix
+    # The VPN note's /etc/hosts line, a standby's /home/root/standby.conf, an app's own unix
     # user (useradd, as the manual's "each App has an own unix user"), a static address.
     m.ok("echo '10.8.0.1 vpn-host.example' >> /etc/hosts")
     m.ok("echo '{\"primary\": \"10.8.0.1\", \"name\": \"standby1\"}' > /home/root/standby.conf")
@@ -80,25 +86,32 @@ def signed_update_keeps_data(m: Machine, updates: Updates) -> None:
     app_id = m.ok("id app-demo")
     m.ok("setip --addr=10.0.2.15 --mask=255.255.255.0 --gateway=10.0.2.2 --dns1=10.0.2.3")
     m.wait_http("/manager/ramdisk.log", 120)
-    before = boot_state(m)
+    return Kept(root_hash, app_id)
 
+
+def refused_change_nothing(m: Machine, updates: Updates) -> None:
+    """A tampered update and one signed with another key are refused; only the admin may
+    upload; none of it changes the device."""
+    before = boot_state(m)
     status, text = upload(m, updates.tampered)
     assert status == 422 and "checksum" in text, (status, text)
     status, text = upload(m, updates.other_key)
     assert status == 422 and "signature" in text, (status, text)
+    status, _ = upload(m, updates.tampered, auth=("admin", "wrong"))
+    assert status == 401
     assert boot_state(m) == before, "a refused update changed the device"
 
-    status, text = upload(m, updates.good)
-    assert status == 200 and f"version {updates.new} staged" in text, (status, text)
-    applied(m, updates.new, root_password="Changed-On-The-Device", follow=True)  # the default fails
+
+def kept_after_update(m: Machine, kept: Kept, updates: Updates) -> None:
+    """The device runs the update, with everything change_the_device did."""
     assert m.ok("cat /mnt/sda1/label") == updates.new
     assert m.ok("psql -h /run/postgresql -U postgres -tAc 'select count(*), sum(n) from kept'") \
         == "1000|500500"
     assert m.run("test -e /mnt/sda1/pending")[1] == 1
-    assert m.password_hash("root") == root_hash
+    assert m.password_hash("root") == kept.root_hash
     assert "10.8.0.1 vpn-host.example" in m.ok("cat /etc/hosts")
     assert '"name": "standby1"' in m.ok("cat /home/root/standby.conf")
-    assert m.ok("id app-demo") == app_id
+    assert m.ok("id app-demo") == kept.app_id
     assert m.ok("cat /mnt/sda2/home/app-demo/data") == "app data"
     assert m.ssh_user("app-demo", "App-Pass-1") == "app-demo"
     assert "MODE=static" in m.ok("cat /mnt/sda2/etc/network.conf")
@@ -109,10 +122,6 @@ def signed_update_keeps_data(m: Machine, updates: Updates) -> None:
     assert status == 200
     assert f"update from image {updates.old} to {updates.new} started" in log
     assert log.rstrip().splitlines()[-1] == "finished"
-    # Only the admin may upload.
-    status, _ = upload(m, updates.tampered, auth=("admin", "wrong"))
-    assert status == 401
-
 
 
 def upload(m: Machine, path: Path, auth=ADMIN, timeout: float = 300) -> tuple[int, str]:
@@ -144,16 +153,28 @@ def applied(m: Machine, new: str, root_password: str = ROOT[1], follow: bool = F
     m.expect("running install_step1.sh update", 240)
     m.expect("running install_step1.sh install", 300)
     if follow:
-        deadline, status, served = time.monotonic() + scaled(30), 0, ""
-        while f"install of image {new} started" not in served:
-            assert time.monotonic() < deadline, f"the rescue system's ramdisk.log: {status} {served!r}"
-            try:
-                status, served = m.http_get("/manager/ramdisk.log", timeout=5, tls=unverified_tls())
-            except OSError:
-                time.sleep(0.5)
+        follow_install_log(m, new)
     m.expect(re.compile(rb"^finished", re.M), 300)
+    booted(m, new, root_password)
+
+
+def follow_install_log(m: Machine, new: str) -> None:
+    """The new image's rescue system has started its install: its ramdisk.log, over HTTPS,
+    says so (the manual: "You can check the installation process after the reboot")."""
+    deadline, status, served = time.monotonic() + scaled(30), 0, ""
+    while f"install of image {new} started" not in served:
+        assert time.monotonic() < deadline, f"the rescue system's ramdisk.log: {status} {served!r}"
+        try:
+            status, served = m.http_get("/manager/ramdisk.log", timeout=5, tls=unverified_tls())
+        except OSError:
+            time.sleep(0.5)
+
+
+def booted(m: Machine, label: str, root_password: str = ROOT[1]) -> None:
+    """The installed system `label` boots (GRUB names it; a gateway's loader does not) and
+    root logs in on the console."""
     if m.board.bootloader == "grub-bios":
-        m.expect(f"Booting `App Platform {new}'", 180)
+        m.expect(f"Booting `{m.board.title} {label}'", 180)
     m.login("root", root_password, 300)
 
 
@@ -216,7 +237,7 @@ class Tally:
         return f"{self.cuts} cuts, {self.recovered} recovered, {self.rows_lost} rows lost"
 
 
-def cut_during_upload(m: Machine, updates: Updates, tally: Tally) -> None:
+def cut_during_upload(m: Machine, updates: Updates, tally: Tally, root_password: str = ROOT[1]) -> None:
     """The power goes while the update is being uploaded: the old image boots and runs on,
     and the half-received file is cleaned away."""
     sender = threading.Thread(target=lambda: _try(upload, m, updates.good), daemon=True)
@@ -230,8 +251,7 @@ def cut_during_upload(m: Machine, updates: Updates, tally: Tally) -> None:
     cut(m)
     tally.cuts += 1
     sender.join(scaled(30))
-    m.expect(f"Booting `App Platform {updates.old}'", 180)
-    m.login(*ROOT, 300)
+    booted(m, updates.old, root_password)
     m.wait_http("/manager/ramdisk.log", 120)
     assert m.ok("cat /mnt/sda1/label") == updates.old
     assert m.ok("ls /mnt/sda2/update 2>/dev/null | wc -l") == "0"
@@ -245,15 +265,17 @@ def _try(func, *args) -> None:
         pass   # the connection dies with the power
 
 
-def cut_during_update(m: Machine, updates: Updates, cuts: list[UpdateCut], tally: Tally) -> list[UpdateCut]:
+def cut_during_update(m: Machine, updates: Updates, cuts: list[UpdateCut], tally: Tally,
+                      root_password: str = ROOT[1], follow: bool = False) -> list[UpdateCut]:
     """Upload the good update and cut the power at each point in turn; every next boot must
     go on by itself (the old rescue system redoes the update, or the new one its install).
     A phase may end before a point's delay: the cut then lands in a later phase, and points
     of a phase the device has left for good are not reached by this update. Those are
-    returned, in order, for another update to take."""
+    returned, in order, for another update to take. follow: after the last cut, read the
+    new image's install in its ramdisk.log over HTTPS as the admin does (applied's)."""
     status, text = upload(m, updates.good)
     assert status == 200, text
-    m.expect("running install_step1.sh update", 240)
+    running = m.expect("running install_step1.sh update", 240).group(0)
     left = list(cuts)
     while left:
         # Whichever point's line the device shows next; "finished" when it shows none of them.
@@ -267,17 +289,21 @@ def cut_during_update(m: Machine, updates: Updates, cuts: list[UpdateCut], tally
         cut(m)
         left.remove(point)
         tally.cuts += 1
-        m.expect(re.compile(rb"running install_step1.sh (update|install)"), 240)
+        running = m.expect(re.compile(rb"running install_step1.sh (update|install)"), 240).group(0)
         tally.recovered += 1
     else:
+        if follow:
+            if running.endswith(b"update"):
+                m.expect("running install_step1.sh install", 300)
+            follow_install_log(m, updates.new)
         m.expect(re.compile(rb"^finished", re.M), 300)
-    m.expect(f"Booting `App Platform {updates.new}'", 180)
-    m.login(*ROOT, 300)
+    booted(m, updates.new, root_password)
     assert m.ok("cat /mnt/sda1/label") == updates.new
     return left
 
 
-def cut_during_commits(m: Machine, label: str, after: list[int], tally: Tally) -> None:
+def cut_during_commits(m: Machine, label: str, after: list[int], tally: Tally,
+                       root_password: str = ROOT[1]) -> None:
     """Insert rows one commit at a time; cut the power once the host has seen `n` commits
     return; after the reboot every row whose commit returned must be there."""
     psql = "psql -h /run/postgresql -U postgres"
@@ -291,8 +317,7 @@ def cut_during_commits(m: Machine, label: str, after: list[int], tally: Tally) -
             seen = int(m.expect(re.compile(rb"committed (\d+)"), 120).group(1))
         cut(m)
         tally.cuts += 1
-        m.expect(f"Booting `App Platform {label}'", 180)
-        m.login(*ROOT, 300)
+        booted(m, label, root_password)
         present = int(m.ok(f"{psql} -tAc 'select count(*) from c where n <= {seen}'"))
         tally.rows_lost += seen - present
         tally.recovered += 1
