@@ -105,14 +105,3 @@ def release_build(build_board, tmp_path_factory):
         return release_project(board, release), build_release(board, release, shared, USER_CACHE)
     return get
 
-
-@pytest.fixture(scope="session")
-def installed_release(release_build, tmp_path_factory, logdir, accel):
-    """installed_release(board, release): the release's image installed and first booted,
-    once per run (a GRUB board's qcow2; the base of each test's overlay)."""
-    shared = run_dir(tmp_path_factory) / "installed"
-
-    def get(board: str, release) -> Path:
-        project, result = release_build(board, release)
-        return installed_base(project, result, shared, logdir, accel)
-    return get

@@ -12,8 +12,7 @@ import pytest
 from apbuild import releases
 from apbuild.config import find_root
 from apbuild.testing.accounts import ADMIN
-from apbuild.testing.disks import installation_disk
-from apbuild.testing.installed import overlay
+from apbuild.testing.disks import fresh_disk, installation_disk
 from apbuild.testing.lifecycle import (CHANGED_ROOT_PASSWORD, Tally, UpdateCut, change_the_device,
                                        cut_during_update, kept_after_update, make_updates,
                                        refused_change_nothing)
@@ -33,27 +32,27 @@ CUTS = {"N-2": [WRITE, UNPACK], "N-1": [SWITCH]}
 @pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("board", BOARDS)
 def test_update_from_an_earlier_release_keeps_the_device(board, path, build_board, release_build,
-                                                         installed_release, tmp_path, logdir, accel):
+                                                         tmp_path, logdir, accel):
     project, _ = build_board(board)                   # N: this tree's image
     n = project.board.image_version
     release = releases.last(find_root(), project.board.image_name, n, len(PATHS))[PATHS[path]]
     old_project, old = release_build(board, release)
     updates = make_updates(board, tmp_path, base_version=release.version, version=n)
     name = f"path-{board}-{release.version}"
+    # The release's own first-boot install, on its installation image (a gateway) or a copy
+    # of its qcow2 (the VM): each release is installed by one test only.
     if project.board.bootloader == "gateway":
-        disk = installation_disk(old, tmp_path, name)
-        machine = Machine(old_project.board, disk, logdir, name=name, accel="tcg")
+        disk, accel = installation_disk(old, tmp_path, name), "tcg"
     else:
-        disk = overlay(installed_release(board, release), tmp_path / f"{name}.qcow2")
-        machine = Machine(old_project.board, disk, logdir, name=name, accel=accel)
-    with machine as m:
-        if project.board.bootloader == "gateway":
-            m.install()                               # the release's own first-boot install
-        else:
-            m.login(timeout=300)
+        disk = fresh_disk(old, tmp_path, name)
+    with Machine(old_project.board, disk, logdir, name=name, accel=accel) as m:
+        m.install()
         assert m.ok("cat /mnt/sda1/label") == release.version
         kept = change_the_device(m)
-        refused_change_nothing(m, updates)
+        if path == "N-1":
+            # Refusals are the old image's update-image and the manager's: once per board, on
+            # the release most devices run (N-2's were tested as N-1, with the same files' kinds).
+            refused_change_nothing(m, updates)
         tally = Tally()
         missed = cut_during_update(m, updates, CUTS[path], tally, root_password=CHANGED_ROOT_PASSWORD,
                                    follow=True)
