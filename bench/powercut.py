@@ -77,6 +77,9 @@ def bench_board(board: str, start: str, rounds: int, work: Path) -> Tally:
     cuts = [UpdateCut(phase, line, d) for phase, line in PHASES for d in DELAYS]
     with Machine(first.board, disk, work, name=f"powercut-{board}", accel="tcg") as m:
         m.install(first.board.image_version)
+        # The first boot's work (the data reserve, the device's certificate) ends with the
+        # manager answering: the upload needs it, and a cut before it would redo that work.
+        m.wait_http("/manager/ramdisk.log", 300)
         label = first.board.image_version
         for r in range(rounds):
             # The first round takes the device to the tree's version, the next ones on.
