@@ -104,4 +104,3 @@ def release_build(build_board, tmp_path_factory):
         build_board(board)
         return release_project(board, release), build_release(board, release, shared, USER_CACHE)
     return get
-
