@@ -3,7 +3,9 @@
 Downloads live under blobs/sha256/<hash>. A stage's result lives in a directory named by
 the hash of everything that went into it (stages/<stage>/<key>/); it appears there only
 when complete (built under a temporary name, then renamed), with a manifest of its files'
-sizes and SHA-256 so a damaged entry is noticed and rebuilt instead of used.
+sizes and SHA-256 so a damaged entry is noticed and rebuilt instead of used. A file is hashed
+again only when its stat (inode, size, mtime, ctime) differs from when it was last found whole:
+any write, truncation, `touch` or new link changes the ctime, as git's index relies on.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .errors import IntegrityError
 from .files import data_blocks, locked
 
 MANIFEST = ".apbuild-manifest.json"
+CHECKED = ".apbuild-checked.json"   # stat of each file when its fingerprint last matched
 
 
 def default_root() -> Path:
@@ -83,11 +86,34 @@ def fingerprint(path: Path) -> str:
 def _manifest_of(directory: Path, hash_files: bool) -> dict[str, list[Any]]:
     entries: dict[str, list[Any]] = {}
     for path in sorted(directory.rglob("*")):
-        if path.is_symlink() or not path.is_file() or path.name == MANIFEST:
+        if path.is_symlink() or not path.is_file() or path.name in (MANIFEST, CHECKED):
             continue
         rel = str(path.relative_to(directory))
         entries[rel] = [path.stat().st_size, fingerprint(path) if hash_files else None]
     return entries
+
+
+def _stat_of(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _checked(directory: Path) -> dict[str, list[int]]:
+    try:
+        return json.loads((directory / CHECKED).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _record_checked(directory: Path, rels: list[str]) -> None:
+    """The files' stats now, written aside and renamed (a reader sees the old or the new)."""
+    stats = {rel: _stat_of(directory / rel) for rel in rels}
+    tmp = directory / f"{CHECKED}.{os.getpid()}"
+    try:
+        tmp.write_text(json.dumps(stats, sort_keys=True))
+        os.replace(tmp, directory / CHECKED)
+    except OSError:
+        tmp.unlink(missing_ok=True)   # a read-only cache: the next lookup hashes again
 
 
 def _remove_abandoned(directory: Path, key: str) -> None:
@@ -144,15 +170,20 @@ class Cache:
         if not manifest.is_file():
             return None
         recorded = json.loads(manifest.read_text())
+        checked = _checked(path) if verify_hashes else {}
+        hashed = False
         for rel, (size, digest) in recorded.items():
             file = path / rel
             ok = file.is_file() and file.stat().st_size == size
-            if ok and verify_hashes and digest is not None:
+            if ok and verify_hashes and digest is not None and checked.get(rel) != _stat_of(file):
                 ok = fingerprint(file) == digest
+                hashed = True
             if not ok:
                 log.warn(f"cache entry {stage}/{key[:12]} is damaged ({rel}); rebuilding it")
                 shutil.rmtree(path, ignore_errors=True)
                 return None
+        if hashed:
+            _record_checked(path, list(recorded))
         os.utime(manifest)  # the last use, which `./build.py clean` keeps results by
         log.detail(f"cache hit: {stage} {key[:12]}")
         return path
@@ -178,6 +209,8 @@ class Cache:
             yield work
             manifest = _manifest_of(work, hash_files)
             (work / MANIFEST).write_text(json.dumps(manifest, sort_keys=True, indent=0))
+            if hash_files:
+                _record_checked(work, list(manifest))  # renaming the directory keeps the stats
             if final.exists():
                 shutil.rmtree(final)
             os.replace(work, final)

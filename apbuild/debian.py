@@ -17,11 +17,8 @@ import re
 import shutil
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from debian import deb822
 
 from . import control, log
 from .cache import Cache, sha256_file
@@ -44,6 +41,11 @@ class NotFound(Exception):
 
 def download(url: str, dest: Path, tries: int = 3) -> None:
     """Download with retries; raises NotFound for a missing file (callers say what it means)."""
+    # urllib and python-debian are imported where used: a build whose stages and downloads
+    # are all cached needs neither (they are a tenth of a no-op build's time).
+    import urllib.error
+    import urllib.request
+
     for attempt in range(1, tries + 1):
         try:
             with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as out:
@@ -88,6 +90,8 @@ def verify_inrelease(data: bytes, keyring: Path, what: str) -> str:
 
 
 def parse_release(text: str, source: Source, raw: bytes = b"") -> Release:
+    from debian import deb822
+
     release = deb822.Release(text)
     date = release.get("Date", "")
     sums = {f["name"]: (f["sha256"], int(f["size"])) for f in release.get("SHA256", [])}

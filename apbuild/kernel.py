@@ -12,7 +12,6 @@ import fnmatch
 import io
 import posixpath
 
-from elftools.elf.elffile import ELFFile
 
 from .errors import ApbuildError
 from .tree import DIR, FILE, Entry, Tree
@@ -47,6 +46,8 @@ def inspect(tree: Tree, image_glob: str) -> KernelInfo:
 
 
 def _depends(entry: Entry) -> list[str]:
+    from elftools.elf.elffile import ELFFile   # here: a cached build reads no module
+
     elf = ELFFile(io.BytesIO(entry.read()))
     section = elf.get_section_by_name(".modinfo")
     if section is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import email.utils
+import functools
 import hashlib
 import json
 import os
@@ -66,8 +67,9 @@ class Lockfile:
     def epoch(self) -> int:
         return int(email.utils.parsedate_to_datetime(self.date).timestamp())
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
+        # Once per lockfile: every stage's key asks for it (7 times a build, 5 ms each).
         return hashlib.sha256(dumps(self).encode()).hexdigest()
 
     def package(self, name: str) -> LockedPackage:

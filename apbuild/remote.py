@@ -30,6 +30,7 @@ from typing import Any
 
 from . import log
 from .errors import ApbuildError
+from .cache import CHECKED
 from .files import data_extents
 
 STAGE_MEDIA = "application/vnd.apbuild.stage.v1.tar"
@@ -232,7 +233,8 @@ def pack(directory: Path, out: Path) -> None:
     """directory's files as a tar with nothing of the host in it; a file with holes (a sparse
     disk image) keeps only its data, its extents and size in the member's pax header."""
     with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
-        for path in sorted(p for p in directory.rglob("*") if not p.is_dir()):
+        # The stats recorded for this cache's checks are this host's, not the result's.
+        for path in sorted(p for p in directory.rglob("*") if not p.is_dir() and p.name != CHECKED):
             if path.is_symlink() or not path.is_file():
                 raise ApbuildError(f"{path}: a stage result holds regular files only")
             info = tarfile.TarInfo(str(path.relative_to(directory)))

@@ -12,8 +12,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
 from . import elfcheck
 from .board import MACHINE_ONLY, Board
 from .config import Recipe, Selection
@@ -107,6 +105,8 @@ class ImageBoard:
 
     def __getattr__(self, name: str):
         if name in MACHINE_ONLY or (name in Board.__dataclass_fields__ and name not in self.stage_key()):
+            import jinja2
+
             raise jinja2.UndefinedError(
                 f"board.{name} is the machine's, not the image's: boards that differ in it share "
                 f"this image (read it on the device instead, e.g. /proc/meminfo for RAM)")
@@ -121,6 +121,8 @@ def render_overlay(directory: Path, context: Mapping[str, Any], origin: str) -> 
     out = Tree()
     if not directory.is_dir():
         return out
+    import jinja2   # here: a build whose stages are all cached renders nothing
+
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              autoescape=False)
     for path in sorted(directory.rglob("*")):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from pathlib import Path
 
@@ -34,3 +35,38 @@ def test_a_finished_result_is_reused_without_building(tmp_path):
     assert built
     again, built = cache.produce("demo", "a" * 64, lambda w: (_ for _ in ()).throw(AssertionError))
     assert (again, built) == (first, False)
+
+
+def _damage(path: Path) -> None:
+    """Flip the file's first byte and put its mtime back: only the ctime tells."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_a_damaged_result_is_rebuilt_even_with_its_old_mtime(tmp_path):
+    cache = Cache(tmp_path)
+    first, _ = cache.produce("demo", "b" * 64, lambda w: (w / "x").write_text("the result"))
+    cache.lookup("demo", "b" * 64)   # found whole: its stat is recorded
+    _damage(first / "x")
+    again, built = cache.produce("demo", "b" * 64, lambda w: (w / "x").write_text("the result"))
+    assert built and (again / "x").read_text() == "the result"
+
+
+def test_a_result_found_whole_is_not_hashed_again_until_its_stat_changes(tmp_path, monkeypatch):
+    import apbuild.cache as cache_mod
+
+    cache = Cache(tmp_path)
+    path, _ = cache.produce("demo", "c" * 64, lambda w: (w / "x").write_bytes(b"y" * 4096))
+    hashed = []
+    real = cache_mod.fingerprint
+    monkeypatch.setattr(cache_mod, "fingerprint", lambda p: hashed.append(p.name) or real(p))
+    assert cache.lookup("demo", "c" * 64) == path
+    assert hashed == []              # recorded when it was built
+    os.link(path / "x", tmp_path / "a-link")   # a new link changes the ctime, not the bytes
+    assert cache.lookup("demo", "c" * 64) == path
+    assert hashed == ["x"]
+    assert cache.lookup("demo", "c" * 64) == path
+    assert hashed == ["x"]           # and recorded again
