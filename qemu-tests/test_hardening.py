@@ -173,7 +173,8 @@ def test_passwd_sets_a_password_that_ssh_and_the_manager_take(vm):
 def test_provisioned_passwords_replace_the_defaults(vm, vm_build, tmp_path, logdir, accel):
     """provision.conf on sda1 before the first boot: the installer sets the passwords, deletes
     the file, and the defaults no longer work. A second device from the same image also shows
-    that host keys and TLS certificates are made per device."""
+    that host keys and TLS certificates are made per device. The rules of each key (a root
+    hash alone, every mistake) are tested on the host: tests/test_provision.py."""
     project, result = vm_build
     disk = raw_disk(result, tmp_path, "provisioned")
     conf = tmp_path / "provision.conf"
@@ -208,20 +209,3 @@ def test_provisioned_passwords_replace_the_defaults(vm, vm_build, tmp_path, logd
         # Per-device secrets: same image, another disk, other keys.
         assert host_key(m) != host_key(vm)
         assert device_tls(m)[1] != device_tls(vm)[1]
-
-
-def test_a_root_password_hash_alone_leaves_admin_as_it_was(vm_build, tmp_path, logdir, accel):
-    """ROOT_PASSWORD_HASH only: root gets exactly that hash, admin keeps the default."""
-    project, result = vm_build
-    disk = raw_disk(result, tmp_path, "root-only")
-    hashed = subprocess.run(["openssl", "passwd", "-6", "Only-Root"], check=True,
-                            capture_output=True, text=True).stdout.strip()
-    conf = tmp_path / "provision.conf"
-    conf.write_text(f"ROOT_PASSWORD_HASH={hashed}\n")
-    put_on_sda1(disk, conf, "provision.conf")
-    with Machine(project.board, disk, logdir, name="root-only", accel=accel) as m:
-        m.install(project.board.image_version, "root", "Only-Root")
-        assert "provisioned the passwords of: root (" in m.ok("cat /mnt/sda2/log/ramdisk.log")
-        assert m.password_hash("root") == hashed
-        assert m.ok("cat /mnt/sda2/etc/provisioned-shadow") == f"root:{hashed}"
-        assert m.ssh_user(*ADMIN) == "admin"

@@ -23,6 +23,8 @@ ACTION=${2:-install}
 PATH=/usr/sbin:/usr/bin
 # shellcheck source=/dev/null
 . "${APBUILD_LIB:-/usr/lib/apbuild}/device.sh"
+# shellcheck source=/dev/null
+. "${APBUILD_LIB:-/usr/lib/apbuild}/provision.sh"
 BOOT=$BOOT_MOUNT
 # root's and admin's password hashes that every install sets: provisioned ones, and before an
 # update the ones the old image had (so neither an update nor a reinstall brings the defaults back).
@@ -106,52 +108,15 @@ TABLE
 }
 
 provision() {
-    # Passwords given at installation instead of the defaults (docs/user-guide.md,
-    # "Provisioning"): $BOOT/provision.conf, KEY=VALUE lines, read as data (never run).
-    # The resulting hashes are kept on sda2, so the fresh rootfs of a later update gets
-    # them too; the file itself is overwritten and deleted, so the secret does not stay on
-    # sda1. Bad input stops the install with the file and key in the log.
+    # Passwords given at installation (provision.sh): the resulting hashes are kept on sda2,
+    # so the fresh rootfs of a later update gets them too; the file itself is overwritten
+    # and deleted, so the secret does not stay on sda1. Bad input stops the install with the
+    # file and key in the log.
     conf="$BOOT/provision.conf" kept=$KEPT
     if [ -f "$conf" ]; then
-        root_hash="" admin_hash="" root_pw="" admin_pw=""
-        n=0
-        while IFS= read -r line || [ -n "$line" ]; do
-            n=$((n + 1))
-            line=$(printf '%s' "$line" | tr -d '\r')
-            case "$line" in ""|"#"*) continue ;; esac
-            key=${line%%=*} value=${line#*=}
-            [ "$key" != "$line" ] || fail "$conf line $n: not KEY=VALUE"
-            case "$value" in \"*\"|\'*\') value=${value#?}; value=${value%?} ;; esac
-            [ -n "$value" ] || fail "$conf: $key is empty"
-            case "$key" in
-                ROOT_PASSWORD) root_pw=$value ;;
-                ADMIN_PASSWORD) admin_pw=$value ;;
-                ROOT_PASSWORD_HASH|ADMIN_PASSWORD_HASH)
-                    # shellcheck disable=SC2016  # the literal prefixes of crypt hashes
-                    case "$value" in
-                        *:*) fail "$conf: $key must not contain ':'" ;;
-                        '$6$'*|'$5$'*) ;;
-                        *) fail "$conf: $key is not a SHA-512 or SHA-256 crypt hash (\$6\$... or \$5\$...)" ;;
-                    esac
-                    if [ "$key" = ROOT_PASSWORD_HASH ]; then root_hash=$value; else admin_hash=$value; fi ;;
-                *) fail "$conf: unknown key $key (ROOT_PASSWORD, ADMIN_PASSWORD, ROOT_PASSWORD_HASH, ADMIN_PASSWORD_HASH)" ;;
-            esac
-        done < "$conf"
-        # The manual: the global admin password replaces both defaults unless root gets its own.
-        [ -z "$root_pw$root_hash" ] && root_pw=$admin_pw
-        # A plain password is hashed here (SHA-512 crypt, a fresh salt) and never logged.
-        if [ -n "$admin_pw" ]; then
-            admin_hash=$(printf '%s\n' "$admin_pw" | mkpasswd -m sha512 -P 0) || fail "$conf: cannot hash ADMIN_PASSWORD"
-        fi
-        if [ -n "$root_pw" ]; then
-            root_hash=$(printf '%s\n' "$root_pw" | mkpasswd -m sha512 -P 0) || fail "$conf: cannot hash ROOT_PASSWORD"
-        fi
-        [ -z "$root_hash" ] && root_hash=$admin_hash
-        [ -n "$root_hash$admin_hash" ] || fail "$conf sets no password"
-        # (Not "[ -n ... ] && echo": with no admin hash the list would fail and stop the install.)
-        (umask 077; [ -z "$root_hash" ] || echo "root:$root_hash"; [ -z "$admin_hash" ] || echo "admin:$admin_hash") \
-            > "$kept.new" && chmod 600 "$kept.new" && sync && mv "$kept.new" "$kept" && sync \
-            || fail "cannot write $kept"
+        # umask: the hashes are never readable by others, not even for a moment.
+        why=$(umask 077; provision_hashes "$conf" 2>&1 > "$kept.new") || { rm -f "$kept.new"; fail "$why"; }
+        chmod 600 "$kept.new" && sync && mv "$kept.new" "$kept" && sync || fail "cannot write $kept"
         shred -u "$conf" 2>> "$LOG" || rm -f "$conf"
         sync
         log "provisioned the passwords of: $(cut -d: -f1 "$kept" | tr '\n' ' ')(from $conf, now deleted)"
@@ -159,10 +124,7 @@ provision() {
     [ -s "$kept" ] || [ -d "$ACCOUNTS" ] || return 0
     step mount -t ext4 "$ROOTFS_DEV" /mnt/sda3
     if [ -s "$kept" ]; then
-        awk -F: -v OFS=: 'NR == FNR { hash[$1] = $2; next } ($1 in hash) { $2 = hash[$1] } 1' \
-            "$kept" /mnt/sda3/etc/shadow > /mnt/sda3/etc/shadow.new \
-            && chmod 600 /mnt/sda3/etc/shadow.new && mv /mnt/sda3/etc/shadow.new /mnt/sda3/etc/shadow \
-            || fail "cannot apply the provisioned passwords to /etc/shadow"
+        shadow_apply "$kept" /mnt/sda3/etc/shadow || fail "cannot apply the provisioned passwords to /etc/shadow"
     fi
     add_accounts
     sync
