@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -70,7 +71,10 @@ INSTALL_CUTS = ["apbuild-phase: install-partition", "apbuild-phase: install-data
 
 def test_power_cuts_during_install_are_recovered(vm_build, tmp_path, logdir, accel):
     """The power goes in each phase of the install, one after another: each next boot takes
-    the install up again (and reaches the next phase), the last one finishes it."""
+    the install up again (and reaches the next phase), the last one finishes it. Then it goes
+    during the first boot, just after it made the device's own files (the database's
+    certificate, the manager in /apps/manager): sooner than the kernel writes them back by
+    itself, so they must be on the disk already, or the device has no manager for good."""
     project, result = vm_build
     label = project.board.image_version
     m = Machine(project.board, fresh_disk(result, tmp_path, "cut"), logdir, name="install-cuts", accel=accel)
@@ -81,7 +85,17 @@ def test_power_cuts_during_install_are_recovered(vm_build, tmp_path, logdir, acc
             m.qmp("quit")                           # the power goes: no sync, no shutdown
             m.wait_exit(60)
     with m.start():
-        m.install(label)                            # the next boot resumes the install
+        m.install(label, login=False)               # the next boot resumes the install
+        m.expect("S92manager: installed the reference manager", 300)
+        m.qmp("quit")
+        m.wait_exit(60)
+    with m.start():
+        m.expect(f"Booting `App Platform {label}'", 180)
+        made = m.expect(re.compile(rb"S50postgresql: (made the server's TLS certificate|started)"), 300)
+        assert made.group(1) == b"started", "the first boot's certificate was lost to the power cut"
+        m.login(*ROOT, 300)
+        assert m.run("test -s /apps/manager/manager")[1] == 0, "the first boot's manager was lost"
         assert m.ok("cat /mnt/sda1/label") == label
         assert m.ok("tail -1 /mnt/sda2/log/ramdisk.log") == "finished"
         assert m.ok("psql -h /run/postgresql -U postgres -tAc 'select 1'") == "1"
+        m.wait_http("/manager/ramdisk.log", 120)
