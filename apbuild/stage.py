@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from . import __version__, log
-from .cache import Cache
+from .cache import Cache, sha256_file
+from .errors import ApbuildError
 
 
 class Keyed(Protocol):
@@ -53,6 +54,36 @@ def dir_digest(directory: Path) -> str:
 
 def directory(path: Path) -> Content:
     return Content(path, dir_digest(path))
+
+
+def content_digest(path: Path) -> str:
+    """A directory's dir_digest, a file's SHA-256: how a stage's sources are keyed."""
+    return sha256_file(path) if path.is_file() else dir_digest(path)
+
+
+def project_sources(record: Any, cache_root: Path) -> list[Content]:
+    """The Content in a stage's inputs that lies outside the cache (the recipes' overlays,
+    the lockfile, a vendor kernel file): what a user may edit while a build runs. Results
+    of earlier stages live in the cache, whose entries never change."""
+    found: list[Content] = []
+    cache_root = cache_root.resolve()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, Content):
+            if not value.path.resolve().is_relative_to(cache_root):
+                found.append(value)
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for f in dataclasses.fields(value):
+                walk(getattr(value, f.name))
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+
+    walk(record)
+    return found
 
 
 def code_digest() -> str:
@@ -106,8 +137,17 @@ class Runner:
             output: str | None = None) -> Content:
         """The stage's result (its `output` file, or its directory), reused or built."""
         key = self.key(name, inputs)
-        path, built = self.cache.produce(name, key, lambda work: make(inputs, work),
-                                         on_build=lambda: log.step(name))
+
+        def make_checked(work: Path) -> None:
+            make(inputs, work)
+            # A source edited while the stage read it (a template saved mid-build) would be
+            # kept under the key of its old content: such a result is not kept at all.
+            for source in project_sources(inputs, self.cache.root):
+                if content_digest(source.path) != source.digest:
+                    raise ApbuildError(f"{source.path} changed while the {name} stage was built from it; "
+                                       f"nothing of that stage was kept: build again")
+
+        path, built = self.cache.produce(name, key, make_checked, on_build=lambda: log.step(name))
         if built:
             self.built.append(name)
         else:

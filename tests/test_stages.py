@@ -151,3 +151,34 @@ def test_one_template_changed_rebuilds_only_its_layer_and_what_follows(tmp_path,
     assert not {"kernel", "rootfs-system", "ramdisk-system", "ramdisk-config", "ramdisk", "sbom"} & set(changed.built)
     assert {"rootfs", "boot", "disk", "qcow2", "manifest"} <= set(changed.built)
     assert fingerprint(first.outputs["raw"]) != fingerprint(changed.outputs["raw"])
+
+
+@dataclasses.dataclass(frozen=True)
+class _TemplateInputs:
+    overlay: Content
+
+
+def test_a_source_edited_during_its_stage_keeps_nothing(tmp_path):
+    """A template saved while the stage reads it: the result would be the new text under the
+    old text's key, so it is not kept, and the build says why."""
+    from apbuild.errors import ApbuildError
+    from apbuild.stage import directory
+
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "motd.j2").write_text("old\n")
+    runner = Runner(Cache(tmp_path / "cache"))
+    inputs = _TemplateInputs(directory(overlay))
+
+    def make(inp: _TemplateInputs, work: Path) -> None:
+        (inp.overlay.path / "motd.j2").write_text("new\n")     # the user saves meanwhile
+        (work / "motd").write_text((inp.overlay.path / "motd.j2").read_text())
+
+    with pytest.raises(ApbuildError, match=r"overlay changed while the demo stage was built from it"):
+        runner.run("demo", make, inputs, "motd")
+    assert runner.cache.lookup("demo", runner.key("demo", inputs)) is None
+    # Built again from what is there now: kept, under the new content's key.
+    again = _TemplateInputs(directory(overlay))
+    result = runner.run("demo", lambda inp, work: (work / "motd").write_text("new\n"), again, "motd")
+    assert result.path.read_text() == "new\n"
+    assert runner.cache.lookup("demo", runner.key("demo", again)) is not None
