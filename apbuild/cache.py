@@ -93,8 +93,8 @@ def _manifest_of(directory: Path, hash_files: bool) -> dict[str, list[Any]]:
     return entries
 
 
-def _stat_of(path: Path, st: os.stat_result | None = None) -> list[int]:
-    st = st or path.stat()
+def _stat_of(path: Path) -> list[int]:
+    st = path.stat()
     return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
@@ -174,9 +174,8 @@ class Cache:
         hashed = False
         for rel, (size, digest) in recorded.items():
             file = path / rel
-            st = file.stat() if file.is_file() else None
-            ok = st is not None and st.st_size == size
-            if ok and verify_hashes and digest is not None and checked.get(rel) != _stat_of(file, st):
+            ok = file.is_file() and file.stat().st_size == size
+            if ok and verify_hashes and digest is not None and checked.get(rel) != _stat_of(file):
                 ok = fingerprint(file) == digest
                 hashed = True
             if not ok:
