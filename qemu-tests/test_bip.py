@@ -24,6 +24,7 @@ import pytest
 from apbuild import lockfile, pipeline, signing, update
 from apbuild.cache import Cache, default_root
 from apbuild.config import find_root, load_project
+from apbuild.testing import scratch
 from apbuild.testing.accounts import account
 from apbuild.testing.disks import fresh_disk, installation_disk
 from apbuild.testing.machine import Machine, scaled
@@ -38,23 +39,23 @@ BREAKS = "/zmiany?p=99999999999999999999999"
 
 
 @pytest.fixture(scope="module", params=TARGETS)
-def bip(request, build_board, tmp_path_factory, logdir, accel):
+def bip(request, build_board, logdir, accel):
     project, result = build_board(request.param)
     name = request.param.replace("@", "-")
-    tmp = tmp_path_factory.mktemp(name)
-    gateway = project.board.bootloader == "gateway"
-    disk = installation_disk(result, tmp, name, "4G") if gateway else fresh_disk(result, tmp, name)
-    with Machine(project.board, disk, logdir, name=name, guest_ports=(22, 80),
-                 accel="tcg" if gateway else accel) as m:
-        m.install(login=False)
-        m.login(timeout=900)
-        _serving(m)
-        # The guide's reader: SSH as admin, then su root.
-        m.term = ReaderTerminal(m.ports[22], *account("admin", m.board.name), logdir / f"{name}.ssh.log")
-        m.term.su(account("root", m.board.name)[1])
-        m.tmp = tmp
-        yield m
-        m.term.close()
+    with scratch(request, name) as tmp:
+        gateway = project.board.bootloader == "gateway"
+        disk = installation_disk(result, tmp, name, "4G") if gateway else fresh_disk(result, tmp, name)
+        with Machine(project.board, disk, logdir, name=name, guest_ports=(22, 80),
+                     accel="tcg" if gateway else accel) as m:
+            m.install(login=False)
+            m.login(timeout=900)
+            _serving(m)
+            # The guide's reader: SSH as admin, then su root.
+            m.term = ReaderTerminal(m.ports[22], *account("admin", m.board.name), logdir / f"{name}.ssh.log")
+            m.term.su(account("root", m.board.name)[1])
+            m.tmp = tmp
+            yield m
+            m.term.close()
 
 
 def _serving(m: Machine, timeout: float = 600) -> None:

@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from apbuild.testing import scratch
 from apbuild.testing.disks import fresh_disk, installation_disk
 from apbuild.testing.installed import overlay
 from apbuild.testing.accounts import account
@@ -41,35 +42,35 @@ CLOSED = {5432, 5672, 6379, 15674, 61613, 4369, 25672}
 
 
 @pytest.fixture(scope="module", params=TARGETS)
-def erp(request, build_board, tmp_path_factory, logdir, accel):
+def erp(request, build_board, logdir, accel):
     project, result = build_board(request.param)
     name = request.param.replace("@", "-")
-    tmp = tmp_path_factory.mktemp(name)
-    gateway = project.board.bootloader == "gateway"
-    ports = tuple(sorted(OPEN | CLOSED))
-    if gateway:
-        disk = installation_disk(result, tmp, name, "8G")
-    else:
-        # The VM's two devices (see the last test) boot one installed disk, each an overlay of
-        # its own: the rescue system's install is the same for both; the first boot, which
-        # makes the secrets, is each device's own.
-        installed = _installed_not_booted(project, result, tmp, logdir, accel)
-        disk = overlay(installed, tmp / f"{name}.qcow2")
-    with Machine(project.board, disk, logdir, name=name, guest_ports=ports,
-                 accel="tcg" if gateway else accel) as m:
-        # The login prompt comes once every service has started: on the first boot that
-        # includes the cluster, the PostGIS extension and the broker's start (minutes of TCG).
+    with scratch(request, name) as tmp:
+        gateway = project.board.bootloader == "gateway"
+        ports = tuple(sorted(OPEN | CLOSED))
         if gateway:
-            m.install(login=False)
-        m.login(timeout=1200)
-        m.project, m.result = project, result
-        m.installed = None if gateway else installed
-        # The broker takes minutes to boot under TCG; its two other users follow it.
-        _until(m, "test -e /etc/rabbitmq/.users-made", 900)
-        # The guide's commands are typed where its reader types them: SSH as admin, su root.
-        m.term = _reader(m, logdir)
-        yield m
-        m.term.close()
+            disk = installation_disk(result, tmp, name, "8G")
+        else:
+            # The VM's two devices (see the last test) boot one installed disk, each an overlay of
+            # its own: the rescue system's install is the same for both; the first boot, which
+            # makes the secrets, is each device's own.
+            installed = _installed_not_booted(project, result, tmp, logdir, accel)
+            disk = overlay(installed, tmp / f"{name}.qcow2")
+        with Machine(project.board, disk, logdir, name=name, guest_ports=ports,
+                     accel="tcg" if gateway else accel) as m:
+            # The login prompt comes once every service has started: on the first boot that
+            # includes the cluster, the PostGIS extension and the broker's start (minutes of TCG).
+            if gateway:
+                m.install(login=False)
+            m.login(timeout=1200)
+            m.project, m.result = project, result
+            m.installed = None if gateway else installed
+            # The broker takes minutes to boot under TCG; its two other users follow it.
+            _until(m, "test -e /etc/rabbitmq/.users-made", 900)
+            # The guide's commands are typed where its reader types them: SSH as admin, su root.
+            m.term = _reader(m, logdir)
+            yield m
+            m.term.close()
 
 
 def _installed_not_booted(project, result, tmp: Path, logdir, accel) -> Path:

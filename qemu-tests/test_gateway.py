@@ -8,6 +8,7 @@ import re
 
 import paramiko
 import pytest
+from apbuild.testing import scratch
 from apbuild.testing.accounts import ADMIN, ROOT
 from apbuild.testing.disks import installation_disk
 from apbuild.testing.lifecycle import rescue_as_the_manual_says
@@ -19,10 +20,11 @@ BOARDS = ["ipx10", "ipx11", "ipx13"]
 
 
 @pytest.fixture(scope="module", params=BOARDS)
-def gateway(request, build_board, tmp_path_factory, logdir):
+def gateway(request, build_board, logdir):
     project, result = build_board(request.param)
-    disk = installation_disk(result, tmp_path_factory.mktemp(request.param), request.param)
-    with Machine(project.board, disk, logdir, name=request.param, accel="tcg") as m:
+    with scratch(request, request.param) as tmp, \
+            Machine(project.board, installation_disk(result, tmp, request.param), logdir, name=request.param,
+                    accel="tcg") as m:
         # First boot: sda1's mode file says rescue; the ramdisk installs, sets normal, reboots,
         # and the loader (the harness) boots the installed system.
         assert m.mode == "rescue"

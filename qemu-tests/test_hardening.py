@@ -11,6 +11,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
+from apbuild.testing import scratch
 from apbuild.testing.accounts import ADMIN, ROOT
 from apbuild.testing.disks import partitions, raw_disk
 from apbuild.testing.machine import Machine, scaled
@@ -76,10 +77,11 @@ def listening(m: Machine) -> set[tuple[str, int]]:
 
 
 @pytest.fixture(scope="module")
-def vm(vm_build, installed, tmp_path_factory, logdir, accel):
+def vm(request, vm_build, installed, logdir, accel):
     project, _ = vm_build
-    disk = installed(project.board.name, tmp_path_factory.mktemp("hardening"), "hardening")
-    with Machine(project.board, disk, logdir, name="hardening", accel=accel) as m:
+    with scratch(request, "hardening") as tmp, \
+            Machine(project.board, installed(project.board.name, tmp, "hardening"), logdir, name="hardening",
+                    accel=accel) as m:
         m.login(timeout=300)
         m.wait_http("/manager/ramdisk.log", 120)
         yield m

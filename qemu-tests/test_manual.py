@@ -17,6 +17,7 @@ import threading
 import time
 
 import pytest
+from apbuild.testing import scratch
 from apbuild.testing.accounts import ADMIN, ROOT
 from apbuild.testing.machine import Machine, scaled
 from apbuild.testing.terminal import ReaderTerminal, host_client
@@ -28,12 +29,12 @@ HOST = "10.0.2.2"    # the host, as QEMU's user network shows it to the guest
 
 
 @pytest.fixture(scope="module")
-def vm(vm_build, installed, tmp_path_factory, logdir, accel):
+def vm(request, vm_build, installed, logdir, accel):
     """The VM with two CPUs ("Multiple CPUs are supported"), after its first boot."""
     project, _ = vm_build
     board = dataclasses.replace(project.board, cpus=2)
-    disk = installed(board.name, tmp_path_factory.mktemp("manual"), "manual")
-    with Machine(board, disk, logdir, name="manual", accel=accel) as m:
+    with scratch(request, "manual") as tmp, \
+            Machine(board, installed(board.name, tmp, "manual"), logdir, name="manual", accel=accel) as m:
         m.expect(f"Booting `App Platform {project.board.image_version}'", 180)
         m.login(*ROOT, timeout=300)
         m.wait_http("/manager/", 120, auth=ADMIN)

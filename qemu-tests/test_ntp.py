@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from apbuild.testing import scratch
 from apbuild.testing.disks import fresh_disk
 from apbuild.testing.machine import Machine, scaled
 
@@ -133,12 +134,12 @@ def net(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def vm(vm_build, tmp_path_factory, logdir, accel, net):
+def vm(request, vm_build, logdir, accel, net):
     project, result = vm_build
     label = project.board.image_version
-    disk = fresh_disk(result, tmp_path_factory.mktemp("ntp"), "ntp")
     # The guest's RTC starts in 2015 (and with it the clock at every boot of this run).
-    with Machine(project.board, disk, logdir, name="ntp", accel=accel, guest_ports=(),
+    with scratch(request, "ntp") as tmp, \
+            Machine(project.board, fresh_disk(result, tmp, "ntp"), logdir, name="ntp", accel=accel, guest_ports=(),
                  extra=("-rtc", f"base={WRONG.replace(' ', 'T')}"), **net.qemu_args()) as m:
         m.install(label)
         yield m

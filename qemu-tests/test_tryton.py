@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from apbuild.testing import scratch
 from apbuild.testing.accounts import account
 from apbuild.testing.disks import fresh_disk
 from apbuild.testing.lifecycle import unverified_tls
@@ -23,11 +24,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def tryton(build_board, tmp_path_factory, logdir, accel):
+def tryton(request, build_board, logdir, accel):
     project, result = build_board("tryton@x86_64-vm")
-    disk = fresh_disk(result, tmp_path_factory.mktemp("tryton"), "tryton")
-    with Machine(project.board, disk, logdir, name="tryton", guest_ports=(22, 80, 443, 8000, 5432),
-                 accel=accel) as m:
+    with scratch(request, "tryton") as tmp, \
+            Machine(project.board, fresh_disk(result, tmp, "tryton"), logdir, name="tryton",
+                    guest_ports=(22, 80, 443, 8000, 5432), accel=accel) as m:
         m.install(login=False)
         m.login(timeout=1200)
         # trytond-admin makes the production database (minutes under emulation), then test.

@@ -6,6 +6,7 @@ import re
 
 import paramiko
 import pytest
+from apbuild.testing import scratch
 from apbuild.testing.accounts import ADMIN, ROOT
 from apbuild.testing.disks import fresh_disk
 from apbuild.testing.machine import Machine
@@ -17,11 +18,11 @@ SSL_REQUEST = b"\x00\x00\x00\x08\x04\xd2\x16\x2f"  # PostgreSQL answers 'S' or '
 
 
 @pytest.fixture(scope="module")
-def vm(vm_build, tmp_path_factory, logdir, accel):
+def vm(request, vm_build, logdir, accel):
     project, result = vm_build
     label = project.board.image_version
-    disk = fresh_disk(result, tmp_path_factory.mktemp("vm"), "vm")
-    with Machine(project.board, disk, logdir, name="x86_64-vm", accel=accel) as m:
+    with scratch(request, "vm") as tmp, \
+            Machine(project.board, fresh_disk(result, tmp, "vm"), logdir, name="x86_64-vm", accel=accel) as m:
         # First boot: GRUB's default entry 0 (rescue/setup) runs the installer, which reboots.
         m.install(label)
         m.label = label

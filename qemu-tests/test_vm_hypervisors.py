@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from apbuild.testing import scratch
 from apbuild.testing.accounts import ROOT
 from apbuild.testing.disks import partitions
 from apbuild.testing.machine import Machine, scaled
@@ -151,23 +152,23 @@ def check_controller_and_nic(m: Machine, scsi_host: str, nic_driver: str) -> Non
 
 
 @pytest.fixture(scope="module")
-def virtio_vm(vm_build, installed, tmp_path_factory, logdir, accel):
+def virtio_vm(request, vm_build, installed, logdir, accel):
     """The installed VM on virtio-scsi + virtio-net with the agent on virtio-serial."""
     project, _ = vm_build
-    tmp = tmp_path_factory.mktemp("hypervisors")
-    disk = installed(project.board.name, tmp, "vm")
-    qga = agent_socket()
-    m = Machine(project.board, disk, logdir, name="hv-virtio", accel=accel, extra=virtio_agent(qga))
-    try:
-        m.start()
-        m.login(*ROOT, 300)
-        m.boot_log = m.log_path.read_bytes().decode(errors="replace")
-        m.agent_path = qga
-        m.tmp = tmp
-        yield m
-    finally:
-        m.kill()
-        qga.unlink(missing_ok=True)
+    with scratch(request, "hypervisors") as tmp:
+        disk = installed(project.board.name, tmp, "vm")
+        qga = agent_socket()
+        m = Machine(project.board, disk, logdir, name="hv-virtio", accel=accel, extra=virtio_agent(qga))
+        try:
+            m.start()
+            m.login(*ROOT, 300)
+            m.boot_log = m.log_path.read_bytes().decode(errors="replace")
+            m.agent_path = qga
+            m.tmp = tmp
+            yield m
+        finally:
+            m.kill()
+            qga.unlink(missing_ok=True)
 
 
 def test_open_vm_tools_is_quiet_off_vmware(virtio_vm):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from apbuild.cache import Cache
 from apbuild.config import find_root
+from apbuild.testing import scratch
 from apbuild.testing.builds import start_build
 from apbuild.testing.seeding import seeded_cache
 
@@ -27,22 +29,22 @@ def start(cache: Path, out: Path) -> tuple[subprocess.Popen, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def resumed(tmp_path_factory, build_cache) -> tuple[Path, Path, str]:
+def resumed(request, build_cache) -> Iterator[tuple[Path, Path, str]]:
     """A cold build in a cache of its own, killed inside the rootfs stage and run again to
     the end: (its cache, its output directory, what the killed run had logged)."""
-    tmp = tmp_path_factory.mktemp("resumed")
-    cache = private_cache(tmp, build_cache)
-    out = tmp / "out"
-    proc, seen = start(cache, out)
-    deadline = time.monotonic() + 600
-    while "‣ rootfs-system" not in "".join(seen):
-        assert proc.poll() is None, "".join(seen)
-        assert time.monotonic() < deadline, "".join(seen)
-        time.sleep(0.2)
-    time.sleep(2)   # well inside the rootfs stage: xz is writing its layer
-    proc.kill()      # a power cut for the build: no handler runs
-    proc.wait()
-    return cache, out, "".join(seen)
+    with scratch(request, "resumed") as tmp:
+        cache = private_cache(tmp, build_cache)
+        out = tmp / "out"
+        proc, seen = start(cache, out)
+        deadline = time.monotonic() + 600
+        while "‣ rootfs-system" not in "".join(seen):
+            assert proc.poll() is None, "".join(seen)
+            assert time.monotonic() < deadline, "".join(seen)
+            time.sleep(0.2)
+        time.sleep(2)   # well inside the rootfs stage: xz is writing its layer
+        proc.kill()      # a power cut for the build: no handler runs
+        proc.wait()
+        yield cache, out, "".join(seen)
 
 
 # One worker runs both (pytest --dist loadgroup), in this order: they share the cold build.

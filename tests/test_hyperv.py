@@ -15,6 +15,7 @@ from apbuild.config import find_root, load_project
 from apbuild.leakscan import cpio_members
 from apbuild.pipeline import build
 from apbuild.run import run
+from apbuild.testing import scratch
 
 ROOT = find_root()
 BOARD = "x86_64-vm"
@@ -22,9 +23,10 @@ HV = "usr/lib/modules/{version}/kernel/drivers/"
 
 
 @pytest.fixture(scope="module")
-def vm(tmp_path_factory, build_cache):
+def vm(request, build_cache):
     project = load_project(ROOT, BOARD)
-    return build(project, build_cache, tmp_path_factory.mktemp("out"))
+    with scratch(request, "out") as out:
+        yield build(project, build_cache, out)
 
 
 def kernel_version(result) -> str:

@@ -14,17 +14,18 @@ from apbuild.lockfile import source_date_epoch
 from apbuild.manifest import sha256_sparse
 from apbuild.pipeline import build
 from apbuild.run import run
+from apbuild.testing import scratch
 
 ROOT = find_root()
 BOARD = "x86_64-vm"
 
 
 @pytest.fixture(scope="module")
-def vm(tmp_path_factory, build_cache):
+def vm(request, build_cache):
     """The board built by the real pipeline into a fresh output directory."""
     project = load_project(ROOT, BOARD)
-    out = tmp_path_factory.mktemp("out")
-    return project, build(project, build_cache, out), out
+    with scratch(request, "out") as out:
+        yield project, build(project, build_cache, out), out
 
 
 def test_ova_members_sums_and_disk(vm, tmp_path):

@@ -18,6 +18,7 @@ from apbuild.config import find_root, load_project
 from apbuild.errors import ApbuildError
 from apbuild.pipeline import build
 from apbuild.remote import Remote, pack, parse, unpack
+from apbuild.testing import scratch
 from apbuild.testing.builds import start_build
 from apbuild.testing.registry import registry
 from apbuild.testing.seeding import seeded_cache
@@ -65,22 +66,23 @@ def test_a_layer_keeps_a_sparse_file_sparse_and_whole(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def reg(tmp_path_factory):
-    with registry(tmp_path_factory.mktemp("registry")) as r:
+def reg(request):
+    with scratch(request, "registry") as tmp, registry(tmp) as r:
         yield r
 
 
 @pytest.fixture(scope="module")
-def pushed(reg, build_cache, tmp_path_factory):
+def pushed(request, reg, build_cache):
     """A runner that built the VM with the registry set: every stage is in the registry, and
     so is every package (pushed as a runner pushes what it downloads from the mirror)."""
     project = load_project(ROOT, BOARD)
     remote = Remote(reg.url())
     for p in lockfile.read(project.board.lockfile).packages:
         remote.push_blob(p.sha256, build_cache.blob(p.sha256))
-    result = build(project, Cache(build_cache.root, remote=remote), tmp_path_factory.mktemp("pushed"))
-    assert remote.gone is None, remote.gone
-    return project, result
+    with scratch(request, "pushed") as out:
+        result = build(project, Cache(build_cache.root, remote=remote), out)
+        assert remote.gone is None, remote.gone
+        yield project, result
 
 
 def _same_outputs(a, b) -> None:
