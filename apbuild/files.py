@@ -4,8 +4,10 @@ at all, walks over a sparse file's data, and tar members that carry no build-hos
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import shutil
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +46,18 @@ def atomic_write(path: Path, data: bytes) -> None:
     """Write data to path as replacing() does: readers see the old file or the new one."""
     with replacing(path) as tmp:
         tmp.write_bytes(data)
+
+
+def link_or_copy(source: Path, dest: Path) -> None:
+    """dest as a hard link to source (no space), or a copy where they are on different
+    filesystems or the filesystem has no links. An existing dest is an error (a copy over it
+    would write through to whatever it is a link of)."""
+    try:
+        os.link(source, dest)
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP):
+            raise
+        shutil.copyfile(source, dest)
 
 
 def data_extents(fd: int) -> Iterator[tuple[int, int]]:

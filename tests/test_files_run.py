@@ -72,3 +72,28 @@ def test_spawn_streams_and_raises_with_stderr(tmp_path):
 def test_every_tool_belongs_to_the_build_or_the_tests():
     assert {use for _, use in run.HOST_TOOLS.values()} == {"build", "test"}
     assert run.tools("build")["xz"] == "xz-utils"
+
+
+def test_link_or_copy_links_and_never_writes_over_a_file(tmp_path):
+    source, dest = tmp_path / "rootfs.tar.xz", tmp_path / "boot" / "rootfs.tar.xz"
+    source.write_bytes(b"layer")
+    dest.parent.mkdir()
+    files.link_or_copy(source, dest)
+    assert os.path.samefile(source, dest)
+    other = tmp_path / "other"
+    other.write_bytes(b"another")
+    with pytest.raises(FileExistsError):
+        files.link_or_copy(other, dest)
+    assert source.read_bytes() == dest.read_bytes() == b"layer"
+
+
+def test_link_or_copy_copies_across_filesystems(tmp_path, monkeypatch):
+    import errno
+
+    def cross_device(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+    monkeypatch.setattr(os, "link", cross_device)
+    source, dest = tmp_path / "vmlinuz", tmp_path / "copy"
+    source.write_bytes(b"kernel")
+    files.link_or_copy(source, dest)
+    assert dest.read_bytes() == b"kernel" and not os.path.samefile(source, dest)

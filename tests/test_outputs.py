@@ -53,6 +53,13 @@ def test_ova_members_sums_and_disk(vm, tmp_path):
     run(["qemu-img", "compare", "-q", "-f", "vmdk", "-F", "raw", tmp_path / names[1], result.outputs["raw"]])
 
 
+def test_the_boot_stage_links_the_files_it_keeps_beside_sda1(vm):
+    """kernel, ramdisk and rootfs beside boot.img are their stages' files, not copies."""
+    project, result, out = vm
+    for kind in ("kernel", "ramdisk", "rootfs"):
+        assert result.boot_files[kind].stat().st_nlink >= 2, kind
+
+
 def test_build_manifest_names_every_output_with_its_hash(vm):
     project, result, out = vm
     manifest = json.loads((out / "app-platform-x86_64.manifest.json").read_text())

@@ -4,7 +4,6 @@ build in them runs."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 from apbuild import debian, lockfile, mirror
 from apbuild.cache import Cache
 from apbuild.config import find_root
+from apbuild.files import link_or_copy
 
 
 def seeded_cache(root: Path, boards: Iterable[str], store: Cache) -> Cache:
@@ -51,11 +51,9 @@ def _link(source: Path, dest: Path) -> None:
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.link(source, dest)
+        link_or_copy(source, dest)
     except FileExistsError:
         pass  # another test worker seeding the same cache linked it first
-    except OSError:
-        shutil.copyfile(source, dest)
 
 
 def definitions_copy(dest: Path) -> Path:
