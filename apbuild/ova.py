@@ -141,29 +141,36 @@ def populated_size(raw: Path) -> int:
 
 
 def to_vmdk(raw: Path, out: Path, cid: int) -> Path:
-    """streamOptimized VMDK. qemu-img writes a random CID (content id) into the embedded
-    descriptor, unpadded ("%x": 7 digits one time in 16), and has no option for it: the
-    descriptor is rewritten with a CID derived from the content, in its fixed-size,
-    NUL-padded region, so two conversions give the same bytes. qemu-img also writes the
-    output's file name into the descriptor: convert straight to the final member name."""
+    """streamOptimized VMDK, the same bytes for the same disk and cid. qemu-img also writes
+    the output's file name into the descriptor: convert straight to the final member name."""
     run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk",
          "-o", "subformat=streamOptimized,adapter_type=lsilogic", raw, out])
-    with open(out, "r+b") as f:
+    set_cid(out, cid)
+    return out
+
+
+def set_cid(vmdk: Path, cid: int) -> None:
+    """Rewrite the embedded descriptor with a CID (content id) derived from the content.
+    qemu-img writes a random one, unpadded ("%x": 6 or 7 digits now and then), and has no
+    option for it. It writes the descriptor twice, and when the second is the shorter, the
+    first's last bytes stay after the second's NUL, a stray newline (seen once in 40
+    conversions of the VM's disk; it made two builds' OVAs differ). The descriptor is a C
+    string: its text up to the first NUL is kept, the rest of its fixed-size region zeroed."""
+    with open(vmdk, "r+b") as f:
         header = f.read(512)
         # SparseExtentHeader: magic "KDMV", then descriptorOffset/descriptorSize (sectors).
         offset, size = struct.unpack_from("<QQ", header, 28)
         if header[:4] != b"KDMV" or not offset or not size:
-            raise ApbuildError(f"{out}: qemu-img wrote no VMDK descriptor; cannot make it reproducible")
+            raise ApbuildError(f"{vmdk}: qemu-img wrote no VMDK descriptor; cannot make it reproducible")
         f.seek(offset * 512)
         region = f.read(size * 512)
         text, count = re.subn(rb"\nCID=[0-9a-f]{1,8}\n", b"\nCID=%08x\n" % (cid & 0xFFFFFFFE),
-                              region.rstrip(b"\0"), count=1)  # 0xffffffff means "none"
+                              region.split(b"\0", 1)[0], count=1)  # 0xffffffff means "none"
         if count != 1 or len(text) > len(region):
-            raise ApbuildError(f"{out}: no CID line in the VMDK descriptor qemu-img wrote; "
+            raise ApbuildError(f"{vmdk}: no CID line in the VMDK descriptor qemu-img wrote; "
                                f"cannot make it reproducible")
         f.seek(offset * 512)
         f.write(text.ljust(len(region), b"\0"))
-    return out
 
 
 def make_ova(raw: Path, work: Path, vm: VirtualMachine, ova_name: str, epoch: int, seed: str) -> Path:

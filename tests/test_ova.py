@@ -195,3 +195,24 @@ def test_bad_ova_setting_names_file_and_key(tmp_path, old, new, key, words):
         load_machine(path)
     assert (err.value.file, err.value.key) == (path, key)
     assert words in str(err.value) and str(path) in str(err.value)
+
+
+def test_a_stale_tail_after_the_descriptor_changes_nothing(tmp_path):
+    """qemu-img writes the descriptor twice; when the second (its random CID is "%x", 6 or 7
+    digits now and then) is the shorter, the first's last byte stays after the NUL: seen in
+    two builds' OVAs that differed by that one byte. The VMDK must not depend on it."""
+    import struct
+
+    raw = fixture_disk(tmp_path)
+    clean, stale = tmp_path / "clean.vmdk", tmp_path / "stale.vmdk"
+    run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", raw, clean])
+    data = bytearray(clean.read_bytes())
+    offset = struct.unpack_from("<QQ", data, 28)[0] * 512
+    end = data.index(b"\0", offset)
+    assert data[end + 1] == 0
+    data[end + 1] = ord("\n")          # "...\n\0\n", as the two builds' showed
+    stale.write_bytes(bytes(data))
+    for vmdk in (clean, stale):
+        ova.set_cid(vmdk, 0x12345678)
+    assert stale.read_bytes() == clean.read_bytes()
+    assert b"\nCID=12345678\n" in clean.read_bytes()[offset:offset + 1024]
