@@ -86,8 +86,8 @@ def make_boot(inp: BootInputs, work: Path) -> None:
                          uuid=fsimage.uuid_from(ctx.platform, "boot"), epoch=inp.epoch)
     shutil.rmtree(files)
     # Kept beside the image (the benchmark reports their sizes, the tests read them) as links
-    # to their stages' files: copies were 1.1 GB of the 10 GB a run of the tests left in CI's
-    # cache. A link's new ctime has the stage's next lookup hash its file once more.
+    # to their stages' files: a cold run of the tests left 8.5 GB in its cache with links,
+    # 9.4 GB with copies. A link's new ctime has the stage's next lookup hash its file once more.
     for kind in ("kernel", "ramdisk", "rootfs"):
         link_or_copy(getattr(inp, kind).path, work / names[kind])
 
