@@ -66,3 +66,31 @@ def test_a_live_holder_is_waited_for(tmp_path):
     first.stdout.close()
     assert out.stdout == "taken\n" and waited > 1.0, (out, waited)
 
+
+
+def trier(lock: Path, then: str) -> list[str]:
+    # update-feed's use: refused at once while held; its own EXIT trap gives the lock back.
+    return ["sh", "-c", f'. "{LIB}"\nlock_try "{lock}" || {{ echo busy; exit 3; }}\n'
+                        f'trap \'echo cleaned; lock_give\' EXIT\n{then}']
+
+
+def test_lock_try_refuses_a_live_holder_at_once_and_takes_a_dead_ones(tmp_path):
+    lock = tmp_path / "update-feed.lock"
+    first = subprocess.Popen(trier(lock, "echo held; sleep 5 & wait $!"), stdout=subprocess.PIPE, text=True)
+    assert first.stdout.readline() == "held\n"
+    out = subprocess.run(trier(lock, "echo taken"), capture_output=True, text=True, timeout=1)
+    assert (out.returncode, out.stdout) == (3, "busy\n"), out
+    assert lock.read_text() == f"{first.pid}\n"         # the refused one changed nothing
+    first.send_signal(signal.SIGTERM)                     # the caller's own trap gives it back
+    first.wait(timeout=10)
+    assert first.stdout.read() == "cleaned\n" and not lock.exists()
+    first.stdout.close()
+    # Killed with SIGKILL: no trap runs, and the next one takes the lock at once.
+    first = subprocess.Popen(trier(lock, "echo held; sleep 5 & wait $!"), stdout=subprocess.PIPE, text=True)
+    assert first.stdout.readline() == "held\n"
+    first.kill()
+    first.wait(timeout=10)
+    first.stdout.close()
+    out = subprocess.run(trier(lock, "echo taken"), capture_output=True, text=True, timeout=10)
+    assert (out.returncode, out.stdout) == (0, "taken\ncleaned\n"), out
+    assert os.listdir(tmp_path) == []

@@ -8,6 +8,10 @@
 #
 #   . /usr/lib/apbuild/lock.sh
 #   lock_take /run/replication/check.lock     # waits; given back when this shell exits
+#   lock_try /run/update-feed.lock || die "another update-feed is running"    # does not wait
+#
+# Both set an EXIT trap that gives the lock back; a caller that sets its own EXIT trap
+# afterwards calls lock_give in it.
 #
 # The one race left needs a holder killed with SIGKILL: two waiters that both saw it dead,
 # and a third that takes the lock while the second puts back the first's, may hold it at once.
@@ -17,19 +21,47 @@
 lock_take() {
     _lock=$1
     echo $$ > "$_lock.$$" || return 1
-    until ln "$_lock.$$" "$_lock" 2>/dev/null; do
-        _holder=$(cat "$_lock" 2>/dev/null)
-        # Its pid gone (/proc, not kill -0: a caller that may not signal it must not think it
-        # dead) and the lock still naming it: a holder that finished would have removed it.
-        if [ -n "$_holder" ] && [ ! -d "/proc/$_holder" ] && [ "$(cat "$_lock" 2>/dev/null)" = "$_holder" ] \
-                && mv "$_lock" "$_lock.dead.$$" 2>/dev/null; then
-            # Another waiter broke it first and holds the lock now: that lock goes back.
-            [ "$(cat "$_lock.dead.$$")" = "$_holder" ] || ln "$_lock.dead.$$" "$_lock" 2>/dev/null
-            rm -f "$_lock.dead.$$"
-        else
-            sleep 0.1
-        fi
+    until _lock_once; do
+        sleep 0.1
     done
+    _lock_held
+}
+
+# lock_try FILE: take FILE now if it is free or its holder is dead (as lock_take); status 1,
+# and nothing held, while a live holder has it.
+lock_try() {
+    _lock=$1
+    echo $$ > "$_lock.$$" || return 1
+    if _lock_once; then
+        _lock_held
+        return 0
+    fi
+    rm -f "$_lock.$$"
+    return 1
+}
+
+# lock_give: give back the lock this shell holds (for a caller's own EXIT trap).
+lock_give() {
+    rm -f "$_lock"
+}
+
+# One attempt at $_lock with $_lock.$$ (this shell's pid, written): status 0 when taken.
+_lock_once() {
+    ln "$_lock.$$" "$_lock" 2>/dev/null && return 0
+    _holder=$(cat "$_lock" 2>/dev/null)
+    # Its pid gone (/proc, not kill -0: a caller that may not signal it must not think it
+    # dead) and the lock still naming it: a holder that finished would have removed it.
+    if [ -n "$_holder" ] && [ ! -d "/proc/$_holder" ] && [ "$(cat "$_lock" 2>/dev/null)" = "$_holder" ] \
+            && mv "$_lock" "$_lock.dead.$$" 2>/dev/null; then
+        # Another waiter broke it first and holds the lock now: that lock goes back.
+        [ "$(cat "$_lock.dead.$$")" = "$_holder" ] || ln "$_lock.dead.$$" "$_lock" 2>/dev/null
+        rm -f "$_lock.dead.$$"
+        ln "$_lock.$$" "$_lock" 2>/dev/null && return 0
+    fi
+    return 1
+}
+
+_lock_held() {
     rm -f "$_lock.$$"
     # shellcheck disable=SC2064  # the file's name now, not at exit
     trap "rm -f '$_lock'" EXIT
