@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -93,8 +94,8 @@ def _manifest_of(directory: Path, hash_files: bool) -> dict[str, list[Any]]:
     return entries
 
 
-def _stat_of(path: Path) -> list[int]:
-    st = path.stat()
+def _stat_of(path: Path, st: os.stat_result | None = None) -> list[int]:
+    st = st or path.stat()
     return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
@@ -174,8 +175,12 @@ class Cache:
         hashed = False
         for rel, (size, digest) in recorded.items():
             file = path / rel
-            ok = file.is_file() and file.stat().st_size == size
-            if ok and verify_hashes and digest is not None and checked.get(rel) != _stat_of(file):
+            try:
+                st: os.stat_result | None = file.stat()
+            except OSError:
+                st = None
+            ok = st is not None and stat.S_ISREG(st.st_mode) and st.st_size == size
+            if ok and verify_hashes and digest is not None and checked.get(rel) != _stat_of(file, st):
                 ok = fingerprint(file) == digest
                 hashed = True
             if not ok:

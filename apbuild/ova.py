@@ -16,6 +16,7 @@ import shutil
 import struct
 import tarfile
 from pathlib import Path
+from xml.sax.saxutils import escape, quoteattr
 
 from .cache import sha256_file
 from .errors import ApbuildError
@@ -43,19 +44,6 @@ class DiskFile:
     href: str            # member name in the OVA
     size: int            # bytes of the VMDK file
     populated: int       # bytes of the virtual disk that hold data
-
-
-def escape(text: str) -> str:
-    # xml.sax.saxutils imports urllib.request: a tenth of a no-op build, imported when used.
-    from xml.sax import saxutils
-
-    return saxutils.escape(text)
-
-
-def quoteattr(text: str) -> str:
-    from xml.sax import saxutils
-
-    return saxutils.quoteattr(text)
 
 
 def _attrs(**values: object) -> str:
