@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import time
+from urllib.parse import urlencode
 
 import paramiko
 import pytest
@@ -10,6 +12,7 @@ from apbuild.testing import scratch
 from apbuild.testing.accounts import ADMIN, ROOT
 from apbuild.testing.disks import fresh_disk
 from apbuild.testing.machine import Machine
+from apbuild.testing.smtp import MailServer
 
 pytestmark = pytest.mark.vm
 
@@ -104,25 +107,56 @@ def test_setip_rejects_bad_input_and_changes_nothing(vm):
     assert "usage: setip --addr" in vm.ok("setip --help")
 
 
-def test_full_data_disk_fails_cleanly_and_the_reserve_frees_it(vm):
+def test_full_data_disk_fails_cleanly_raises_the_alarm_and_the_reserve_frees_it(vm):
     """The manual's 'disk full': sda2 full (for everyone but root, who keeps ext4's 5%),
-    PostgreSQL refuses writes but keeps its data and keeps answering; deleting empty_if_no_space frees 500 MB; the manager recreates it."""
+    PostgreSQL refuses writes but keeps its data and keeps answering; deleting empty_if_no_space
+    frees 500 MB; the manager recreates it. "Alarms and events": "Email address: an email
+    address which will get emails on full disk alarms/warnings", "Threshold: ... an hourly
+    email sent on reaching this threshold", set in the manager's form; an SMTP server on the
+    host gets the e-mail (the levels and the e-mails' pace: tests/test_disk_alarm.py)."""
     psql = "psql -h /run/postgresql -U postgres -v ON_ERROR_STOP=1"
     vm.ok(f"{psql} -c 'create table full_t (v text); insert into full_t values (1)'")
 
     def avail_kb() -> int:
         return int(vm.ok("df -k /mnt/sda2 | tail -1").split()[3])
-    vm.ok(f"fallocate -l {max(avail_kb() - 256, 0)}K /mnt/sda2/fill && sync")
-    assert avail_kb() < 1024
-    out, rc = vm.run(f"{psql} -c \"insert into full_t select repeat('x', 1000) from generate_series(1, 2000)\" 2>&1")
-    assert rc != 0 and ("could not extend file" in out or "No space left on device" in out), out
-    assert vm.ok(f"{psql} -tAc 'select count(*) from full_t'") == "1"
-    status, _ = vm.http_get("/manager/", auth=ADMIN)
-    assert status == 200                                   # the manager still serves
-    vm.ok("rm /mnt/sda2/empty_if_no_space && sync")
-    assert avail_kb() >= 500 * 1024 - 1024
-    vm.ok(f"{psql} -c \"insert into full_t select repeat('x', 1000) from generate_series(1, 20000)\"", 120)
-    vm.ok("rm -f /mnt/sda2/fill && sync")
+
+    def page() -> str:
+        return vm.http_get("/manager/", auth=ADMIN)[1]
+
+    def wait_page(text: str, present: bool = True) -> None:
+        # The manager checks the disk, then makes the page: every 5 s.
+        deadline = time.monotonic() + 60
+        while (text in page()) != present:
+            assert time.monotonic() < deadline, f"the page {'never shows' if present else 'still shows'} {text!r}"
+            time.sleep(1)
+
+    with MailServer() as smtp:
+        form = {"email": "ops@example.com", "server": "10.0.2.2", "port": str(smtp.port), "threshold": "95"}
+        status, said = vm.http_get("/cgi-bin/alarms", auth=ADMIN, timeout=60, post=urlencode({**form, "threshold": "0"}).encode())
+        assert status == 422 and "threshold '0' is not 1 to 100" in said, (status, said)
+        status, said = vm.http_get("/cgi-bin/alarms", auth=ADMIN, timeout=60, post=urlencode(form).encode())
+        assert status == 200 and "alarmDiskThreshold=95" in said, (status, said)
+        assert "id=disk-alarm" not in page()
+        vm.ok(f"fallocate -l {max(avail_kb() - 256, 0)}K /mnt/sda2/fill && sync")
+        assert avail_kb() < 1024
+        mail = smtp.wait_for("disk full", 60)
+        assert mail.rcpt_tos == ("ops@example.com",)
+        assert "disk full: 100% of /mnt/sda2 in use, threshold 95%" in mail.message.get_content()
+        wait_page("<b>ALARM:</b> disk full: 100% of /mnt/sda2 in use, threshold 95%")
+        out, rc = vm.run(f"{psql} -c \"insert into full_t select repeat('x', 1000) from generate_series(1, 2000)\" 2>&1")
+        assert rc != 0 and ("could not extend file" in out or "No space left on device" in out), out
+        assert vm.ok(f"{psql} -tAc 'select count(*) from full_t'") == "1"
+        vm.ok("rm /mnt/sda2/empty_if_no_space && sync")
+        assert avail_kb() >= 500 * 1024 - 1024
+        vm.ok(f"{psql} -c \"insert into full_t select repeat('x', 1000) from generate_series(1, 20000)\"", 120)
+        vm.ok("rm -f /mnt/sda2/fill && sync")
+        wait_page("id=disk-alarm", present=False)
+        assert len(smtp.received("disk full")) == 1      # hourly, not every check
+        # The settings go (empty fields delete them): the module's other tests send no mail.
+        status, said = vm.http_get("/cgi-bin/alarms", auth=ADMIN, timeout=60,
+                                   post=urlencode(dict.fromkeys(form, "")).encode())
+        assert status == 200 and "alarmEmail" not in said, (status, said)
+    assert "disk alarm cleared" in vm.ok("cat /mnt/sda2/log/manager.log")
     vm.ok("/etc/init.d/S92manager restart")
     vm.ok("i=0; while [ ! -e /mnt/sda2/empty_if_no_space ] && [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done")
     assert vm.ok("stat -c %s /mnt/sda2/empty_if_no_space") == str(500 * 2**20)
