@@ -5,7 +5,8 @@ QEMU's user-mode network carries no DHCP option 42, so the test makes its own ne
 network namespace holding a tap (the guest's NIC), dnsmasq handing out a lease with an NTP
 server, and Debian's chronyd as that server (`local stratum 8`: it serves the host's clock;
 -x: it never touches it). The addresses are TEST-NET-1 (192.0.2.0/24) inside that namespace;
-no packet leaves it. One boot: the DHCP path first, then the manager's setting alone.
+no packet leaves it. One boot: the DHCP path first, then the manager's setting alone; the
+lease's DNS server and the manager's (setdns) beside it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ pytestmark = pytest.mark.vm
 ROUTER = "192.0.2.1"        # dnsmasq
 DHCP_NTP = "192.0.2.2"      # the NTP server of the lease (option 42)
 MANAGER_NTP = "192.0.2.3"   # the manager's NTP server 1
+LEASE_DNS = "192.0.2.1"     # the DNS server of the lease (no server answers there: --port=0)
+MANAGER_DNS = "192.0.2.53"  # the manager's DNS server 1
 WRONG = "2015-01-01 00:00:00"   # where the guest's clock starts
 NS_PREFIX = "apbuild-ntp-"
 
@@ -91,6 +94,7 @@ class NtpNetwork:
             "--dhcp-range=192.0.2.10,192.0.2.20,255.255.255.0,1h",
             f"--dhcp-option=option:router,{ROUTER}",
             f"--dhcp-option=option:ntp-server,{DHCP_NTP}",
+            f"--dhcp-option=option:dns-server,{LEASE_DNS}",
             f"--dhcp-leasefile={self.tmp}/dnsmasq.leases", f"--pid-file={self.tmp}/dnsmasq.pid"])
         time.sleep(1)
         for name, proc in (("chronyd", self.chronyd), ("dnsmasq", self.dnsmasq)):
@@ -236,3 +240,27 @@ def test_the_manager_ntp_server_alone_sets_the_clock(vm, net):
     vm.ok("setntp --clear")
     assert vm.ok("cat /run/ntp/manager.sources") == ""
     assert MANAGER_NTP not in vm.ok("chronyc -n sources")
+
+
+def test_setdns_servers_come_after_the_leases_and_outlive_a_renewal(vm, net):
+    """The manual's "DNS server 1/2: DNS servers for this AP (in addition to DNS servers
+    retrieved by DHCP)" (the how-to and refusals on the host: tests/test_network_settings.py)."""
+    assert vm.ok("cat /etc/resolv.conf") == f"nameserver {LEASE_DNS}"
+    for bad in ("--dns1=ns.example.com", "--dns1=192.0.2.256", "--bogus"):
+        out, rc = vm.run(f"setdns {bad}")
+        assert rc == 2 and out.startswith("setdns: "), (bad, out)
+    assert vm.run("test -e /mnt/sda2/etc/dns.conf")[1] == 1
+    assert "setdns: DNS servers" in vm.ok(f"setdns --dns1={MANAGER_DNS}")
+    assert vm.ok("cat /etc/resolv.conf") == f"nameserver {LEASE_DNS}\nnameserver {MANAGER_DNS}"
+    # A renewed lease (udhcpc renews on SIGUSR1) rewrites the lease's part and keeps ours.
+    # default.script writes the lease's part at every lease, then setdns the whole file.
+    times = "stat -c %y /run/resolv.base /run/resolv.conf"
+    written = vm.ok(times).splitlines()
+    vm.ok("kill -USR1 $(cat /run/udhcpc.eth0.pid)")
+    deadline = time.monotonic() + scaled(60)
+    while any(a == b for a, b in zip(vm.ok(times).splitlines(), written)):
+        assert time.monotonic() < deadline, "no renewal:\n" + net.log("dnsmasq")[-2000:]
+        time.sleep(1)
+    assert vm.ok("cat /etc/resolv.conf") == f"nameserver {LEASE_DNS}\nnameserver {MANAGER_DNS}"
+    vm.ok("setdns --clear")
+    assert vm.ok("cat /etc/resolv.conf") == f"nameserver {LEASE_DNS}"

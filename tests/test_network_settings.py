@@ -1,0 +1,90 @@
+"""The network setting commands run on the build host with sh, on files made here. setdns
+(the manager's "DNS server 1/2, in addition to DNS servers retrieved by DHCP"): the setting
+stored as data, resolv.conf made of the lease's servers and then these, bad input refused
+with nothing changed. setip and setntp: a value of two lines is refused before anything is
+stored. The VM's DHCP lease and its renewal are booted in qemu-tests/test_ntp.py."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from apbuild.config import find_root
+
+SETDNS = find_root() / "recipes" / "base" / "common" / "usr" / "sbin" / "setdns"
+SETIP = find_root() / "recipes" / "base" / "common" / "usr" / "sbin" / "setip"
+SETNTP = find_root() / "recipes" / "ntp" / "rootfs" / "usr" / "sbin" / "setntp"
+
+
+class Files:
+    def __init__(self, root: Path):
+        self.conf = root / "sda2" / "etc" / "dns.conf"
+        self.base = root / "resolv.base"
+        self.resolv = root / "resolv.conf"
+        self.base.write_text("nameserver 192.0.2.1\n")      # what the lease gave
+
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        env = {"PATH": "/usr/bin:/bin", "SETDNS_CONF": str(self.conf), "SETDNS_BASE": str(self.base),
+               "SETDNS_RESOLV": str(self.resolv)}
+        return subprocess.run(["sh", str(SETDNS), *args], env=env, capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Files:
+    return Files(tmp_path)
+
+
+def test_the_servers_come_after_the_leases_and_outlive_a_renewal(files):
+    out = files.run("--dns1=192.0.2.53", "--dns2=2001:db8::53")
+    assert out.returncode == 0 and out.stdout == "setdns: DNS servers 192.0.2.53 2001:db8::53, after those from DHCP (or setip)\n"
+    assert files.conf.read_text().splitlines()[1:] == ["DNS1=192.0.2.53", "DNS2=2001:db8::53"]
+    assert files.resolv.read_text() == "nameserver 192.0.2.1\nnameserver 192.0.2.53\nnameserver 2001:db8::53\n"
+    # A renewed lease with other servers (default.script writes the base, then --apply).
+    files.base.write_text("nameserver 192.0.2.2\nnameserver 192.0.2.53\n")
+    assert files.run("--apply").returncode == 0
+    assert files.resolv.read_text() == "nameserver 192.0.2.2\nnameserver 192.0.2.53\nnameserver 2001:db8::53\n"
+    assert "DNS1=192.0.2.53\nDNS2=2001:db8::53\nnameserver 192.0.2.2" in files.run("--show").stdout
+    assert files.run("--clear").returncode == 0
+    assert files.resolv.read_text() == files.base.read_text()
+
+
+def test_bad_input_is_refused_and_changes_nothing(files):
+    files.run("--dns1=192.0.2.53")
+    kept = (files.conf.read_text(), files.resolv.read_text())
+    for bad in (["--dns1=ns.example.com"], ["--dns1=192.0.2.256"], ["--dns1=192.0.2.53", "--dns2=a b"],
+                ["--dns2=192.0.2.54"], ["--dns1=1.2.3.4\nnameserver 6.6.6.6"], ["--clear", "--dns1=192.0.2.9"],
+                ["--bogus"], []):
+        out = files.run(*bad)
+        assert out.returncode == 2 and out.stderr.startswith(("setdns: ", "usage: setdns")), (bad, out.stderr)
+        assert (files.conf.read_text(), files.resolv.read_text()) == kept, bad
+
+
+def test_a_hand_edited_bad_value_is_left_out_and_said(files):
+    files.conf.parent.mkdir(parents=True)
+    files.conf.write_text("DNS1='192.0.2.53'\nDNS2=evil; reboot\n")
+    out = files.run("--apply")
+    assert out.returncode == 0
+    assert out.stderr == f"setdns: {files.conf}: DNS2: 'evil; reboot' is not an IP address; left out\n"
+    assert files.resolv.read_text() == "nameserver 192.0.2.1\nnameserver 192.0.2.53\n"
+
+
+def test_no_setting_and_no_lease_yet(files):
+    files.base.unlink()
+    assert files.run("--apply").returncode == 0
+    assert files.resolv.read_text() == ""
+
+
+@pytest.mark.parametrize("command, args", [
+    (SETIP, ["--addr=10.0.2.15\nreboot", "--mask=255.255.255.0", "--gateway=10.0.2.2", "--dns1=10.0.2.3"]),
+    (SETIP, ["--addr=10.0.2.15", "--mask=255.255.255.0", "--gateway=10.0.2.2", "--dns1=10.0.2.3\nreboot"]),
+    (SETNTP, ["--ntp1=192.0.2.3\nserver evil.example"]),
+])
+def test_setip_and_setntp_refuse_a_value_of_two_lines(tmp_path, command, args):
+    # setip sources its stored file at boot: a second line there would run as a command.
+    conf = tmp_path / "sda2.conf"
+    env = {"PATH": "/usr/bin:/bin", "SETIP_CONF": str(conf), "SETNTP_CONF": str(conf)}
+    out = subprocess.run(["sh", str(command), *args], env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and out.stderr.startswith(f"{command.name}: ") and "not a" in out.stderr, out.stderr
+    assert "expression" not in out.stderr and not conf.exists()
