@@ -252,7 +252,9 @@ def test_setdns_servers_come_after_the_leases_and_outlive_a_renewal(vm, net):
     assert vm.run("test -e /mnt/sda2/etc/dns.conf")[1] == 1
     assert "setdns: DNS servers" in vm.ok(f"setdns --dns1={MANAGER_DNS}")
     assert vm.ok("cat /etc/resolv.conf") == f"nameserver {LEASE_DNS}\nnameserver {MANAGER_DNS}"
-    # A renewed lease (udhcpc renews on SIGUSR1) rewrites the lease's part and keeps ours.
+    # udhcpc stays to renew the lease; a renewal (udhcpc renews at once on SIGUSR1) rewrites
+    # the lease's part and keeps ours.
+    assert vm.ok("cat /proc/$(cat /run/udhcpc.eth0.pid)/comm") == "udhcpc"
     # default.script writes the lease's part at every lease, then setdns the whole file.
     times = "stat -c %y /run/resolv.base /run/resolv.conf"
     written = vm.ok(times).splitlines()
