@@ -257,8 +257,8 @@ def test_workers() -> int:
     """QEMU guests at a time: one per core and one more, at most 4; APBUILD_TEST_WORKERS
     overrides (1 runs the suite in this process). TCG runs a guest's CPU on a host thread,
     but a guest also waits (its disk, the host's side of a test, a test's own pauses): on 2
-    cores the suite took 42.2 min with 3 workers against 45.1 and 47.6 with 2, the CPU busy
-    99% of the time."""
+    cores the suite took 42.2 and 41.9 min with 3 workers against 45.1 and 47.6 with 2, the
+    CPU busy 95% or more for most of the run."""
     if value := os.environ.get("APBUILD_TEST_WORKERS"):
         if not value.isdigit() or int(value) < 1:
             raise ApbuildError(f"APBUILD_TEST_WORKERS={value!r}: a whole number of workers, 1 or more")

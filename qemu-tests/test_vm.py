@@ -11,7 +11,7 @@ import pytest
 from apbuild.testing import scratch
 from apbuild.testing.accounts import ADMIN, ROOT
 from apbuild.testing.disks import fresh_disk
-from apbuild.testing.machine import Machine
+from apbuild.testing.machine import Machine, scaled
 from apbuild.testing.smtp import MailServer
 
 pytestmark = pytest.mark.vm
@@ -125,7 +125,7 @@ def test_full_data_disk_fails_cleanly_raises_the_alarm_and_the_reserve_frees_it(
 
     def wait_page(text: str, present: bool = True) -> None:
         # The manager checks the disk, then makes the page: every 5 s.
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + scaled(60)
         while (text in page()) != present:
             assert time.monotonic() < deadline, f"the page {'never shows' if present else 'still shows'} {text!r}"
             time.sleep(1)
@@ -139,7 +139,7 @@ def test_full_data_disk_fails_cleanly_raises_the_alarm_and_the_reserve_frees_it(
         assert "id=disk-alarm" not in page()
         vm.ok(f"fallocate -l {max(avail_kb() - 256, 0)}K /mnt/sda2/fill && sync")
         assert avail_kb() < 1024
-        mail = smtp.wait_for("disk full", 60)
+        mail = smtp.wait_for("disk full", scaled(60))
         assert mail.rcpt_tos == ("ops@example.com",)
         assert "disk full: 100% of /mnt/sda2 in use, threshold 95%" in mail.message.get_content()
         wait_page("<b>ALARM:</b> disk full: 100% of /mnt/sda2 in use, threshold 95%")
