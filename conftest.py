@@ -1,16 +1,32 @@
 """Suite-wide: how the README's test command spreads over parallel workers, and the time
-each test file and the slowest tests took (printed at the end: the suite's time is a budget)."""
+each test file and the slowest tests took (printed at the end: the suite's time is a budget).
+
+Beside each file's time, the CPU its tests used: their worker's and that of the commands
+they ran and waited for (QEMU, xz, a release's build). On 2 cores with 3 workers the times
+grow with what the other workers do; the CPU is what a file costs wherever it runs."""
 
 from __future__ import annotations
 
 import collections
+import resource
 import time
 
 import pytest
 
 _file_seconds: dict[str, float] = collections.defaultdict(float)
 _test_seconds: dict[str, float] = collections.defaultdict(float)
+_file_cpu: dict[str, float] = collections.defaultdict(float)
 _started = time.monotonic()
+_cpu_mark: list[float] = []   # this worker's CPU when the running test's setup began
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of the children it has waited for, user and system."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -44,21 +60,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: not item.nodeid.startswith("qemu-tests/"))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _cpu_mark[:] = [cpu_seconds()]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    if call.when == "teardown" and _cpu_mark:
+        # On the teardown's report, which xdist sends to the controller with its properties.
+        outcome.get_result().user_properties.append(("cpu_seconds", cpu_seconds() - _cpu_mark.pop()))
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    _file_seconds[report.nodeid.split("::")[0]] += report.duration
+    name = report.nodeid.split("::")[0]
+    _file_seconds[name] += report.duration
     _test_seconds[report.nodeid] += report.duration
+    _file_cpu[name] += sum(v for k, v in report.user_properties if k == "cpu_seconds")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     if not _file_seconds or hasattr(config, "workerinput"):
         return
     tr = terminalreporter
-    tr.section("time per file (setup + call + teardown, summed over its tests)")
+    tr.section("time per file (setup + call + teardown, summed over its tests), and its CPU")
     for name, seconds in sorted(_file_seconds.items(), key=lambda kv: -kv[1]):
-        tr.write_line(f"{seconds:8.1f} s  {name}")
+        tr.write_line(f"{seconds:8.1f} s  {_file_cpu[name]:8.1f} s CPU  {name}")
     workers = getattr(config.option, "numprocesses", None) or 1
-    tr.write_line(f"{sum(_file_seconds.values()):8.1f} s  in all, on {workers} worker(s); "
-                  f"wall clock {(time.monotonic() - _started) / 60:.1f} min")
+    tr.write_line(f"{sum(_file_seconds.values()):8.1f} s  {sum(_file_cpu.values()):8.1f} s CPU  in all, "
+                  f"on {workers} worker(s); wall clock {(time.monotonic() - _started) / 60:.1f} min")
     tr.section("the 15 slowest tests (setup + call + teardown)")
     for name, seconds in sorted(_test_seconds.items(), key=lambda kv: -kv[1])[:15]:
         tr.write_line(f"{seconds:8.1f} s  {name}")

@@ -1,0 +1,44 @@
+"""The suite's closing report (the root conftest.py): each file's time and the CPU its tests
+used, their own and their commands', also when pytest-xdist runs them in workers. Run on two
+small test files in a directory of their own, by pytest in a subprocess."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from apbuild.config import find_root
+
+BUSY = '''
+import subprocess, sys
+def test_a_command_spins():
+    # 0.8 s of CPU in a child process, which the worker waits for.
+    subprocess.run([sys.executable, "-c",
+                    "import time\\nt = time.process_time()\\nwhile time.process_time() - t < 0.8: pass"], check=True)
+'''
+IDLE = '''
+import time
+def test_it_sleeps():
+    time.sleep(0.8)
+'''
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]])
+def test_each_file_has_the_cpu_its_tests_used(tmp_path: Path, workers: list[str]):
+    shutil.copy(find_root() / "conftest.py", tmp_path / "conftest.py")
+    (tmp_path / "test_busy.py").write_text(BUSY)
+    (tmp_path / "test_idle.py").write_text(IDLE)
+    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *workers],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120).stdout
+    assert "2 passed" in out, out
+    rows = {m[3]: (float(m[1]), float(m[2]))
+            for m in re.finditer(r"^\s*([\d.]+) s\s+([\d.]+) s CPU  (\S+)$", out, re.M)}
+    busy, idle = rows["test_busy.py"], rows["test_idle.py"]
+    assert busy[1] >= 0.8 and idle[1] < 0.4 and idle[0] >= 0.8, out
+    total = re.search(r"^\s*[\d.]+ s\s+([\d.]+) s CPU  in all", out, re.M)
+    assert total and float(total[1]) >= busy[1] + idle[1] - 0.11, out
