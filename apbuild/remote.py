@@ -31,7 +31,7 @@ from typing import Any
 from . import log
 from .errors import ApbuildError
 from .cache import CHECKED
-from .files import data_extents
+from .files import data_extents, tar_member
 
 STAGE_MEDIA = "application/vnd.apbuild.stage.v1.tar"
 DEB_MEDIA = "application/vnd.debian.binary-package"
@@ -237,8 +237,9 @@ def pack(directory: Path, out: Path) -> None:
         for path in sorted(p for p in directory.rglob("*") if not p.is_dir() and p.name != CHECKED):
             if path.is_symlink() or not path.is_file():
                 raise ApbuildError(f"{path}: a stage result holds regular files only")
-            info = tarfile.TarInfo(str(path.relative_to(directory)))
-            info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
+            # Time 0: a result's layer is named by its content, its files' dates mean nothing.
+            info = tar_member(str(path.relative_to(directory)), 0,
+                              mode=0o755 if os.access(path, os.X_OK) else 0o644)
             with open(path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 extents = list(data_extents(f.fileno()))
