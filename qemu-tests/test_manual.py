@@ -318,11 +318,15 @@ def test_postgresql_outside_access_as_the_manual_says(vm, root, tmp_path):
 
 def test_wget_https_and_ip_address(root, https_server):
     """"wget --no-check-certificate -O ... https://..."; "To figure out your ip address you can
-    use the command: ip address"."""
+    use the command: ip address"; "set the network of your VM to NAT (and also add the URL for
+    an IP to /etc/hosts)": the name the server's certificate has, reached through that line."""
     www, port = https_server
     (www / "file.bin").write_bytes(bytes(range(256)) * 1000)
     root.ok(f"wget --no-check-certificate -O /tmp/file.bin https://{HOST}:{port}/file.bin")
     assert root.ok("stat -c %s /tmp/file.bin") == "256000"
+    root.ok(f"echo '{HOST} webbuild.example' >> /etc/hosts")
+    root.ok(f"wget --no-check-certificate -O /tmp/byname.bin https://webbuild.example:{port}/file.bin")
+    assert root.ok("cmp /tmp/file.bin /tmp/byname.bin && readlink /etc/hosts") == "/mnt/sda2/etc/hosts"
     assert re.search(r"inet 10\.0\.2\.15/24", root.ok("ip address"))
 
 

@@ -141,14 +141,19 @@ def test_replication_primary_two_standbys_cut_failover_repoint_backup(vm_build, 
         # The standbys, with the command: a wrong password is refused and changes nothing.
         term = {key: reader(vms[key], logdir) for key in ("b", "c")}
         assert "replication primary" in term["b"].ok("replication --help")
+        # An app installed on b, which the manual says a standby loses.
+        term["b"].ok("mkdir -p /apps/example-app && echo kept > /apps/example-app/data")
         out, rc = term["b"].run(f"replication standby {IP['a']} {NAME['b']} {'x' * 24}", 300)
         assert rc == 1 and "cannot copy the cluster" in out and "authentication failed" in out, out
         assert term["b"].ok(psql("SELECT datname FROM pg_database WHERE datname = 'mine'", "postgres")) == "mine"
+        assert term["b"].ok("cat /apps/example-app/data") == "kept"
         for key in ("b", "c"):
             started = time.monotonic()
             out = term[key].ok(f"replication standby {IP['a']}:5432 {NAME[key]} {password[key]}", 600)
             figures[f"copy_{key}_s"] = round(time.monotonic() - started, 1)
             assert "following" in out, out
+        # "On a standby, all locally installed apps are removed during installation."
+        assert term["b"].ok("ls -A /apps") == ""
         conf = term["b"].ok("cat /home/root/standby.conf")
         assert f'"name": "{NAME["b"]}"' in conf and f'"host": "{IP["a"]}"' in conf, conf
 
@@ -301,7 +306,16 @@ def test_replication_primary_two_standbys_cut_failover_repoint_backup(vm_build, 
         tb.ok(f"replication remove {NAME['c']}", 120)
         assert tb.ok(psql("SELECT count(*) FROM pg_replication_slots", "postgres")) == "0"
         assert tb.ok(psql(f"SELECT count(*) FROM pg_roles WHERE rolname = '{NAME['c']}'", "postgres")) == "0"
+        # "Max 8 standby servers can be configured": eight through the page, the ninth refused.
+        names = [f"standby-{i}.example.com" for i in range(1, 10)]
+        for name in names[:8]:
+            status, said = manager(b, {"mode": "primary", "standby": name})
+            assert status == 200 and f"standby {name}: password" in said, (status, said)
+        status, said = manager(b, {"mode": "primary", "standby": names[8]})
+        assert status == 422 and "at most 8 standbys (9 asked for)" in said, (status, said)
+        assert tb.ok(psql("SELECT count(*) FROM pg_replication_slots", "postgres")) == "8"
         assert "off" in tb.ok("replication off", 120)
+        assert tb.ok(psql("SELECT count(*) FROM pg_replication_slots", "postgres")) == "0"
         assert tb.ok("grep -c hostssl /mnt/sda2/pgsql/pg_hba.conf || true") == "0"
         assert tb.ok("replication status").startswith("mode off")
         for t in term.values():

@@ -32,6 +32,18 @@ def test_every_shipped_board_loads_with_its_layout_and_recipes():
         assert project.recipes
 
 
+@pytest.mark.parametrize("board, outputs", [
+    ("ipx10", ("app-platform-armel.img", "", "", "")), ("ipx11", ("app-platform-armel.img", "", "", "")),
+    ("ipx13", ("app-platform-arm64.img", "", "", "")),
+    ("x86_64-vm", ("app-platform-x86_64.img", "app-platform-x86_64.qcow2", "app-platform-x86_64.ova",
+                   "app-platform-x86_64.vhdx")),
+])
+def test_the_outputs_have_the_manuals_names(board, outputs):
+    # The manual (D1): "app-platform-armel.img" / "app-platform-arm64.img" for the gateways.
+    o = load_project(ROOT, board).board.outputs
+    assert (o.raw, o.qcow2, o.ova, o.vhdx) == outputs
+
+
 @pytest.mark.parametrize("old,new,key,words", [
     ('arch = "amd64"', 'arch = "sparc"', "arch", "amd64, arm64, armel, armhf"),
     ("ram_mb = 512", 'ram_mb = "lots"', "ram_mb", "is not an integer"),

@@ -106,3 +106,13 @@ def test_a_page_not_made_yet_is_a_clear_error(applets, run_dir):
     (run_dir / "page.html").unlink()
     status, _, body = ask(applets, run_dir, f"GET /manager/ HTTP/1.1\r\n{AUTH}\r\n\r\n")
     assert status.split()[1] == "503" and b"not made yet" in body, (status, body)
+
+
+def test_urls_are_case_sensitive(applets, run_dir):
+    # The manual: "The app platform webserver interprets URLs case-sensitive".
+    (run_dir / "www" / "Notes.txt").write_text("spelt so\n")
+    for url, code in (("/manager/ramdisk.log", "200"), ("/MANAGER/RAMDISK.LOG", "404"), ("/Manager/ramdisk.log", "404"),
+                      ("/Notes.txt", "200"), ("/notes.txt", "404"), ("/NOTES.TXT", "404"),
+                      ("/manager/", "200"), ("/MANAGER/", "404"), ("/Index.html", "404")):
+        status, _, body = ask(applets, run_dir, f"GET {url} HTTP/1.1\r\n{AUTH}\r\n\r\n")
+        assert status.split()[1] == code, (url, status, body[:100])
