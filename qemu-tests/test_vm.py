@@ -13,6 +13,7 @@ from apbuild.testing.accounts import ADMIN, ROOT
 from apbuild.testing.disks import fresh_disk
 from apbuild.testing.machine import Machine, scaled
 from apbuild.testing.smtp import MailServer
+from apbuild.testing.terminal import ReaderTerminal
 
 pytestmark = pytest.mark.vm
 
@@ -107,13 +108,16 @@ def test_setip_rejects_bad_input_and_changes_nothing(vm):
     assert "usage: setip --addr" in vm.ok("setip --help")
 
 
-def test_full_data_disk_fails_cleanly_raises_the_alarm_and_the_reserve_frees_it(vm):
+def test_full_data_disk_fails_cleanly_raises_the_alarm_and_the_reserve_frees_it(vm, logdir):
     """The manual's 'disk full': sda2 full (for everyone but root, who keeps ext4's 5%),
-    PostgreSQL refuses writes but keeps its data and keeps answering; deleting empty_if_no_space
-    frees 500 MB; the manager recreates it. "Alarms and events": "Email address: an email
-    address which will get emails on full disk alarms/warnings", "Threshold: ... an hourly
-    email sent on reaching this threshold", set in the manager's form; an SMTP server on the
-    host gets the e-mail (the levels and the e-mails' pace: tests/test_disk_alarm.py)."""
+    PostgreSQL refuses writes but keeps its data and keeps answering. "Alarms and events":
+    "Email address: an email address which will get emails on full disk alarms/warnings",
+    "Threshold: ... an hourly email sent on reaching this threshold", set in the manager's
+    form; an SMTP server on the host gets the e-mail (the levels and the e-mails' pace:
+    tests/test_disk_alarm.py). Then "App Platform/Apps app not online anymore due to full
+    disk", typed as the manual writes it (SSH as admin, su root): the reserve emptied frees
+    500 MB, the services come back, and once the space is freed the manager makes the
+    reserve again."""
     psql = "psql -h /run/postgresql -U postgres -v ON_ERROR_STOP=1"
     vm.ok(f"{psql} -c 'create table full_t (v text); insert into full_t values (1)'")
 
@@ -137,6 +141,8 @@ def test_full_data_disk_fails_cleanly_raises_the_alarm_and_the_reserve_frees_it(
         status, said = vm.http_get("/cgi-bin/alarms", auth=ADMIN, timeout=60, post=urlencode(form).encode())
         assert status == 200 and "alarmDiskThreshold=95" in said, (status, said)
         assert "id=disk-alarm" not in page()
+        # What fills the disk (an app's data, a crashed service's core dump) is the test's.
+        vm.ok("mkdir -p /mnt/sda2/log/core_dumps/example && head -c 1048576 /dev/urandom > /mnt/sda2/log/core_dumps/example/core.1")
         vm.ok(f"fallocate -l {max(avail_kb() - 256, 0)}K /mnt/sda2/fill && sync")
         assert avail_kb() < 1024
         mail = smtp.wait_for("disk full", scaled(60))
@@ -146,18 +152,39 @@ def test_full_data_disk_fails_cleanly_raises_the_alarm_and_the_reserve_frees_it(
         out, rc = vm.run(f"{psql} -c \"insert into full_t select repeat('x', 1000) from generate_series(1, 2000)\" 2>&1")
         assert rc != 0 and ("could not extend file" in out or "No space left on device" in out), out
         assert vm.ok(f"{psql} -tAc 'select count(*) from full_t'") == "1"
-        vm.ok("rm /mnt/sda2/empty_if_no_space && sync")
-        assert avail_kb() >= 500 * 1024 - 1024
-        vm.ok(f"{psql} -c \"insert into full_t select repeat('x', 1000) from generate_series(1, 20000)\"", 120)
-        vm.ok("rm -f /mnt/sda2/fill && sync")
-        wait_page("id=disk-alarm", present=False)
-        assert len(smtp.received("disk full")) == 1      # hourly, not every check
+
+        term = ReaderTerminal(vm.ports[22], *ADMIN, logdir / "vm-full-disk.ssh.log")
+        try:
+            term.su(ROOT[1])
+            assert re.search(r"^/dev/sda2 .* 100% /mnt/sda2$", term.ok("df -h"), re.M)
+            assert "stopped" in term.ok("/etc/init.d/S92manager stop")
+            term.ok('echo "" > /mnt/sda2/empty_if_no_space')
+            # The vendor manager's app logs: the reference manager has none, and rm says so.
+            out, rc = term.run("rm /var/log/apps/*/*")
+            assert rc == 1 and "No such file or directory" in out, out
+            term.ok("rm /var/log/core_dumps/*/*")
+            out = term.ok("/etc/init.d/S50postgresql restart", 180)
+            assert "stopped" in out and "started" in out, out
+            term.ok("/etc/init.d/S92manager restart")
+            vm.wait_http("/manager/", 60, auth=ADMIN)              # "wait until everything is online again"
+            assert avail_kb() >= 500 * 1024 - 1024
+            assert vm.ok("ls /mnt/sda2/log/core_dumps/example") == ""
+            vm.ok(f"{psql} -c \"insert into full_t select repeat('x', 1000) from generate_series(1, 20000)\"", 120)
+            # "free up at least 500 MB so that the manager can create the file again"
+            vm.ok("rm -f /mnt/sda2/fill && sync")
+            wait_page("id=disk-alarm", present=False)
+            assert len(smtp.received("disk full")) == 1      # hourly, not every check
+            # "delete /mnt/sda2/empty_if_no_space if you are done and restart the manager"
+            assert term.ok("stat -c %s /mnt/sda2/empty_if_no_space") == "1"     # emptied, never refilled
+            term.ok("rm /mnt/sda2/empty_if_no_space")
+            term.ok("/etc/init.d/S92manager restart")
+        finally:
+            term.close()
         # The settings go (empty fields delete them): the module's other tests send no mail.
         status, said = vm.http_get("/cgi-bin/alarms", auth=ADMIN, timeout=60,
                                    post=urlencode(dict.fromkeys(form, "")).encode())
         assert status == 200 and "alarmEmail" not in said, (status, said)
     assert "disk alarm cleared" in vm.ok("cat /mnt/sda2/log/manager.log")
-    vm.ok("/etc/init.d/S92manager restart")
     vm.ok("i=0; while [ ! -e /mnt/sda2/empty_if_no_space ] && [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done")
     assert vm.ok("stat -c %s /mnt/sda2/empty_if_no_space") == str(500 * 2**20)
     assert vm.ok(f"{psql} -tAc 'select count(*) from full_t'") == "20001"
