@@ -180,6 +180,7 @@ def test_full_data_disk_fails_cleanly_raises_the_alarm_and_the_reserve_frees_it(
             term.ok("/etc/init.d/S92manager restart")
         finally:
             term.close()
+        vm.wait_http("/manager/", 60, auth=ADMIN)
         # The settings go (empty fields delete them): the module's other tests send no mail.
         status, said = vm.http_get("/cgi-bin/alarms", auth=ADMIN, timeout=60,
                                    post=urlencode(dict.fromkeys(form, "")).encode())
