@@ -142,7 +142,7 @@ def test_replication_primary_two_standbys_cut_failover_repoint_backup(vm_build, 
         term = {key: reader(vms[key], logdir) for key in ("b", "c")}
         assert "replication primary" in term["b"].ok("replication --help")
         # An app installed on b, which the manual says a standby loses.
-        term["b"].ok("mkdir -p /apps/example-app && echo kept > /apps/example-app/data")
+        term["b"].ok("mkdir -p /apps/example-app /apps/.hidden-app && echo kept > /apps/example-app/data")
         out, rc = term["b"].run(f"replication standby {IP['a']} {NAME['b']} {'x' * 24}", 300)
         assert rc == 1 and "cannot copy the cluster" in out and "authentication failed" in out, out
         assert term["b"].ok(psql("SELECT datname FROM pg_database WHERE datname = 'mine'", "postgres")) == "mine"
