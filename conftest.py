@@ -17,7 +17,7 @@ _file_seconds: dict[str, float] = collections.defaultdict(float)
 _test_seconds: dict[str, float] = collections.defaultdict(float)
 _file_cpu: dict[str, float] = collections.defaultdict(float)
 _started = time.monotonic()
-_cpu_mark: list[float] = []   # this worker's CPU when the running test's setup began
+_CPU_AT_SETUP = pytest.StashKey[float]()   # the worker's CPU when the test's setup began
 
 
 def cpu_seconds() -> float:
@@ -62,15 +62,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    _cpu_mark[:] = [cpu_seconds()]
+    item.stash[_CPU_AT_SETUP] = cpu_seconds()
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
-    if call.when == "teardown" and _cpu_mark:
+    if call.when == "teardown" and _CPU_AT_SETUP in item.stash:
         # On the teardown's report, which xdist sends to the controller with its properties.
-        outcome.get_result().user_properties.append(("cpu_seconds", cpu_seconds() - _cpu_mark.pop()))
+        outcome.get_result().user_properties.append(("cpu_seconds", cpu_seconds() - item.stash[_CPU_AT_SETUP]))
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

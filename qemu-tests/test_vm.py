@@ -13,7 +13,7 @@ from apbuild.testing.accounts import ADMIN, ROOT
 from apbuild.testing.disks import fresh_disk
 from apbuild.testing.machine import Machine, scaled
 from apbuild.testing.smtp import MailServer
-from apbuild.testing.terminal import ReaderTerminal
+from apbuild.testing.terminal import admin_su_root
 
 pytestmark = pytest.mark.vm
 
@@ -153,9 +153,8 @@ def test_full_data_disk_fails_cleanly_raises_the_alarm_and_the_reserve_frees_it(
         assert rc != 0 and ("could not extend file" in out or "No space left on device" in out), out
         assert vm.ok(f"{psql} -tAc 'select count(*) from full_t'") == "1"
 
-        term = ReaderTerminal(vm.ports[22], *ADMIN, logdir / "vm-full-disk.ssh.log")
+        term = admin_su_root(vm.ports[22], logdir, "vm-full-disk")
         try:
-            term.su(ROOT[1])
             assert re.search(r"^/dev/sda2 .* 100% /mnt/sda2$", term.ok("df -h"), re.M)
             assert "stopped" in term.ok("/etc/init.d/S92manager stop")
             term.ok('echo "" > /mnt/sda2/empty_if_no_space')
