@@ -3,7 +3,8 @@ image's settings library (/usr/lib/apbuild/settings.sh). setdns (the manager's "
 1/2, in addition to DNS servers retrieved by DHCP"): the setting stored as data, resolv.conf
 made of the lease's servers and then these, bad input refused with nothing changed. setip
 and setntp: a value of two lines is refused before anything is stored; setip applies its
-stored setting as data (with a logging `ip` in place of the host's). The VM's DHCP lease and
+stored setting as data (with a logging `ip` in place of the host's), and network-up (at
+boot) reads the mode as setip does. The VM's DHCP lease and
 its renewal are booted in qemu-tests/test_ntp.py, setip in qemu-tests/test_manual.py."""
 
 from __future__ import annotations
@@ -144,3 +145,36 @@ def test_setip_reads_a_hand_edited_setting_as_data(tmp_path):
     assert not marker.exists()
     assert f"ip route add default via 10.0.2.2; touch {marker} dev eth9" in setip.said()
     assert setip.base.read_text() == f"nameserver $(touch {marker})\n"
+
+
+NETWORK_UP = find_root() / "recipes" / "base" / "common" / "usr" / "sbin" / "network-up"
+
+
+def network_up(setip: Setip, root: Path) -> list[str]:
+    """network-up as S40network runs it at boot, with this setip and its logging tools: the
+    commands it gave."""
+    (root / "sys" / "eth9").mkdir(parents=True, exist_ok=True)      # the NIC is there
+    (root / "run").mkdir(exist_ok=True)
+    env = {"PATH": f"{setip.bin}:/usr/bin:/bin", "APBUILD_LIB": str(LIB), "SETIP_CONF": str(setip.conf),
+           "SETIP_IFACE": "eth9", "SETDNS_BASE": str(setip.base), "SETIP_SETDNS": str(setip.bin / "setdns"),
+           "NETWORK_UP_RUN": str(root / "run"), "NETWORK_UP_SYSFS": str(root / "sys"), "NETWORK_UP_SETIP": str(SETIP)}
+    out = subprocess.run(["sh", str(NETWORK_UP)], env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return setip.said()
+
+
+def test_network_up_reads_the_mode_as_setip_does(tmp_path):
+    setip = Setip(tmp_path)
+    dhcp = ["ip link set lo up", "ip link set eth9 up",
+            f"udhcpc -b -t 5 -T 2 -O ntpsrv -i eth9 -s /usr/share/udhcpc/default.script -p {tmp_path}/run/udhcpc.eth9.pid"]
+    assert network_up(setip, tmp_path) == dhcp                         # nothing stored: DHCP
+    setip.run("--addr=10.0.2.15", "--mask=255.255.255.0", "--gateway=10.0.2.2", "--dns1=10.0.2.3")
+    setip.said()
+    assert network_up(setip, tmp_path) == ["ip link set lo up", *STATIC]
+    # Edited by hand, with spaces and quotes: still the static address setip would apply,
+    # not DHCP beside it.
+    setip.conf.write_text("MODE = 'static'\nADDR=10.0.2.15\nPREFIX=24\nGATEWAY=10.0.2.2\nDNS1=10.0.2.3\n")
+    assert network_up(setip, tmp_path) == ["ip link set lo up", *STATIC]
+    setip.run("--dhcp")
+    setip.said()
+    assert network_up(setip, tmp_path) == dhcp
