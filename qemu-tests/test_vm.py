@@ -26,8 +26,11 @@ def vm(request, vm_build, logdir, accel):
     project, result = vm_build
     label = project.board.image_version
     with scratch(request, "vm") as tmp, \
-            Machine(project.board, fresh_disk(result, tmp, "vm"), logdir, name="x86_64-vm", accel=accel) as m:
-        # First boot: GRUB's default entry 0 (rescue/setup) runs the installer, which reboots.
+            Machine(project.board, fresh_disk(result, tmp, "vm"), logdir, name="x86_64-vm", accel=accel,
+                    wait_for_grub=True) as m:
+        # First boot: GRUB's default entry 0 (rescue/setup) runs the installer, which reboots;
+        # each menu counts down untouched, as on a VM nobody watches (elsewhere the test
+        # machine presses Enter: apbuild.testing.machine).
         m.install(label)
         m.label = label
         m.first_boot_http = None

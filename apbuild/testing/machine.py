@@ -31,6 +31,10 @@ from apbuild.qemu import command, free_ports, gateway_loader, log_launch
 from .accounts import account
 
 MULTIPLIER = float(os.environ.get("APBUILD_TIMEOUT_MULTIPLIER", "1"))
+# A GRUB menu on the serial console: its banner, then the line that counts down to the
+# default entry (2 s, spent spinning: under TCG, 2 s of a host core at every boot).
+GRUB_MENU = re.compile(rb"GNU GRUB  version")
+GRUB_COUNTDOWN = re.compile(rb"executed automatically in \d+s")
 QMP_MISSING = ("qemu.qmp is not installed (PyPI's qemu.qmp, not in Debian bookworm): "
                "the QEMU tests need it; ./build.py test installs it when PyPI answers")
 
@@ -48,11 +52,19 @@ def scaled(seconds: float) -> float:
 
 
 class Machine:
-    """One QEMU guest. Use as a context manager: QEMU is always killed at exit."""
+    """One QEMU guest. Use as a context manager: QEMU is always killed at exit.
+
+    At a GRUB menu that counts down, the machine presses Enter while it waits for the
+    console: GRUB boots the highlighted entry (the default one) at once, as after the
+    countdown, and prints the same "Booting `…'" line the tests check. wait_for_grub=True
+    lets the countdown run out, as on an unattended device (test_vm's first boot does)."""
 
     def __init__(self, board: Board, disk: Path, logdir: Path, name: str = "vm",
-                 guest_ports: tuple[int, ...] = (22, 80, 443, 5432), **launch_args) -> None:
+                 guest_ports: tuple[int, ...] = (22, 80, 443, 5432), wait_for_grub: bool = False,
+                 **launch_args) -> None:
         self.board = board
+        self.wait_for_grub = wait_for_grub
+        self._menus = self._menus_answered = 0    # GRUB menus seen, and answered, on the console
         self.disk = disk
         self.logdir = logdir
         self.name = name
@@ -181,10 +193,15 @@ class Machine:
     def expect(self, pattern, timeout: float = 60) -> re.Match:
         assert self.child is not None, "machine not started"
         deadline = time.monotonic() + scaled(timeout)
+        patterns = [pattern]
+        if self.board.bootloader == "grub-bios" and not self.wait_for_grub:
+            patterns += [GRUB_MENU, GRUB_COUNTDOWN]
         while True:
             try:
-                self.child.expect(pattern, timeout=max(1.0, deadline - time.monotonic()))
-                break
+                index = self.child.expect(patterns, timeout=max(1.0, deadline - time.monotonic()))
+                if index == 0:
+                    break
+                self._at_grub_menu(countdown=index == 2)
             except pexpect.EOF:
                 if not self._restart_after_reboot():
                     raise AssertionError(f"{self.name}: QEMU exited while waiting for {pattern!r}; "
@@ -193,6 +210,17 @@ class Machine:
                 raise AssertionError(f"{self.name}: no {pattern!r} within {scaled(timeout):.0f}s; "
                                      f"serial console ends with:\n{self.tail()}") from None
         return self.child.match
+
+    def _at_grub_menu(self, countdown: bool) -> None:
+        """Enter at a menu's countdown: once per menu, and only while it still counts (the
+        console read so far has not gone on to a "Booting" line; a menu read late, after
+        the guest booted, gets no key)."""
+        if not countdown:
+            self._menus += 1
+        elif self._menus_answered < self._menus:
+            self._menus_answered = self._menus
+            if b"Booting" not in self.child.buffer:
+                self.child.send("\r")
 
     def send(self, text: str) -> None:
         assert self.child is not None
@@ -240,6 +268,7 @@ class Machine:
     def choose_grub_entry(self, index: int, timeout: float = 180) -> None:
         """At the next GRUB menu, select entry `index` (0 = rescue/setup) and boot it."""
         self.expect("to select which entry is highlighted", timeout)
+        self._menus_answered = self._menus
         self.send("\x1b[A" * 4 + "\x1b[B" * index + "\r")
 
     # -- QMP -----------------------------------------------------------------------------
