@@ -59,7 +59,7 @@ def main() -> int:
             m.expect("running install_step1.sh update", 240)
             m.expect("running install_step1.sh install", 300)
             if not gateway:
-                m.expect(f"Booting `App Platform {updates.new}'", 600)
+                m.expect_boot(f"App Platform {updates.new}", 600)
             m.login(*ROOT_LOGIN, 300)
             figures.append(("update: upload to the manager's answer on the new image",
                             answered(m, start)))
@@ -73,7 +73,7 @@ def main() -> int:
                 m.choose_grub_entry(0)
                 m.login(*ROOT_LOGIN, 300)
                 m.send("cd /tmp && /home/root/install_step1.sh log.txt resize\n")
-                m.expect(f"Booting `App Platform {updates.new}'", 300)
+                m.expect_boot(f"App Platform {updates.new}", 300)
                 figures.append(("resize (+4 GB): rescue boot, resize, reboot, to the manager's answer",
                                 answered(m, start)))
     print(f"board {name} (TCG)")

@@ -226,7 +226,7 @@ def _apply(m: Machine, path: Path, version: str) -> None:
     m.expect("running install_step1.sh update", 300)
     m.expect("running install_step1.sh install", 300)
     m.expect(re.compile(rb"^finished", re.M), 300)
-    m.expect(f"Booting `{m.board.title} {version}'", 180)
+    m.expect_boot(f"{m.board.title} {version}")
     m.login(timeout=600)
     _serving(m)
     m.term = ReaderTerminal(m.ports[22], *account("admin", m.board.name), m.term_log)

@@ -186,7 +186,7 @@ def test_provisioned_passwords_replace_the_defaults(vm, vm_build, tmp_path, logd
     with Machine(project.board, disk, logdir, name="provisioned", accel=accel) as m:
         m.expect("running install_step1.sh install", 180)
         m.expect(re.compile(rb"^finished", re.M), 300)
-        m.expect(f"Booting `App Platform {project.board.image_version}'", 180)
+        m.expect_boot(f"App Platform {project.board.image_version}")
         m.expect("login: ", 300)
         m.send("root\n")                              # the default password fails ...
         m.expect("Password: ", 30)

@@ -35,7 +35,7 @@ def vm(request, vm_build, installed, logdir, accel):
     board = dataclasses.replace(project.board, cpus=2)
     with scratch(request, "manual") as tmp, \
             Machine(board, installed(board.name, tmp, "manual"), logdir, name="manual", accel=accel) as m:
-        m.expect(f"Booting `App Platform {project.board.image_version}'", 180)
+        m.expect_boot(f"App Platform {project.board.image_version}")
         m.login(*ROOT, timeout=300)
         m.wait_http("/manager/", 120, auth=ADMIN)
         m.label = project.board.image_version
@@ -358,7 +358,7 @@ def test_setip_kept_after_a_reboot_and_a_failed_update_returns_to_the_old_image(
     root.ok("sed -i 's/^set default=1$/set default=0/' /boot/grub/grub.cfg && sync")
     root.child.sendline("reboot")                  # typed in the reader's terminal
     vm.expect("rebooting into the old image", 300)
-    vm.expect(f"Booting `App Platform {vm.label}'", 180)
+    vm.expect_boot(f"App Platform {vm.label}")
     vm.login(*ROOT, timeout=300)
     vm.wait_http("/manager/", 120, auth=ADMIN)
     assert "inet 10.0.2.15/24" in vm.ok("ip address show eth0")

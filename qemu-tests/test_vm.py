@@ -17,7 +17,6 @@ from apbuild.testing.terminal import admin_su_root
 
 pytestmark = pytest.mark.vm
 
-NORMAL_ENTRY = "Booting `App Platform {label}'"
 SSL_REQUEST = b"\x00\x00\x00\x08\x04\xd2\x16\x2f"  # PostgreSQL answers 'S' or 'N'
 
 
@@ -196,7 +195,7 @@ def test_full_data_disk_fails_cleanly_raises_the_alarm_and_the_reserve_frees_it(
 def test_second_boot_goes_straight_to_normal(vm):
     vm.ok("psql -h /run/postgresql -U postgres -c 'create table kept (v int); insert into kept values (42)'")
     vm.send("reboot\n")
-    vm.expect(NORMAL_ENTRY.format(label=vm.label), 180)
+    vm.expect_boot(f"App Platform {vm.label}")
     vm.login(*ROOT, 300)
     since_reboot = vm.log_path.read_bytes().rsplit(b"Restarting system", 1)[-1]
     assert b"install_step1" not in since_reboot

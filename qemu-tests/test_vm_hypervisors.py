@@ -28,7 +28,6 @@ from apbuild.testing.machine import Machine, scaled
 
 pytestmark = pytest.mark.vm
 
-NORMAL_ENTRY = "Booting `App Platform {label}'"
 DELIMITER = b"\xff"  # qemu-ga resets its JSON parser on it and puts it before a delimited reply
 
 
@@ -241,7 +240,7 @@ def test_boots_on_controller_and_nic(virtio_vm, logdir, accel, name, machine, di
     with Machine(board, base.disk, logdir, name=f"hv-{name}", accel=accel, snapshot=qga is None,
                  extra=extra) as m:
         start = time.monotonic()
-        m.expect(NORMAL_ENTRY.format(label=base.board.image_version), 180)
+        m.expect_boot(f"App Platform {base.board.image_version}")
         m.login(*ROOT, 300)
         print(f"{name}: login after {time.monotonic() - start:.1f}s")
         check_controller_and_nic(m, scsi_host, nic_driver)

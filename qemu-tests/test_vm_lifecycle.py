@@ -30,7 +30,7 @@ def test_resize_after_the_disk_grew_keeps_the_data(vm_build, installed, tmp_path
         m.choose_grub_entry(0)                      # the manual: boot rescue/setup
         m.login(*ROOT, 300)
         m.send("cd /tmp && /home/root/install_step1.sh log.txt resize\n")
-        m.expect(f"Booting `App Platform {label}'", 300)  # it reboots by itself, into normal
+        m.expect_boot(f"App Platform {label}", 300)  # it reboots by itself, into normal
         m.login(*ROOT, 300)
         after = int(m.ok("cat /sys/class/block/sda2/size"))
         assert after == before + 2 * 2**30 // 512
@@ -55,11 +55,11 @@ def test_rescue_entry_checks_filesystems_and_switches_default(vm_build, installe
         # The manual's way out of a boot that always lands in rescue: edit default in grub.cfg.
         m.ok("sed -i 's/^set default=1$/set default=0/' /boot/grub/grub.cfg && sync")
         m.send("reboot -f\n")
-        m.expect(f"Booting `App Platform {label} rescue/setup'", 180)
+        m.expect_boot(f"App Platform {label} rescue/setup")
         m.login(*ROOT, 300)
         m.ok("sed -i 's/^set default=0$/set default=1/' /boot/grub/grub.cfg && sync")
         m.send("reboot -f\n")
-        m.expect(f"Booting `App Platform {label}'", 180)
+        m.expect_boot(f"App Platform {label}")
         m.login(*ROOT, 300)
         assert "root=/dev/sda3" in m.ok("cat /proc/cmdline")
 
@@ -90,7 +90,7 @@ def test_power_cuts_during_install_are_recovered(vm_build, tmp_path, logdir, acc
         m.qmp("quit")
         m.wait_exit(60)
     with m.start():
-        m.expect(f"Booting `App Platform {label}'", 180)
+        m.expect_boot(f"App Platform {label}")
         made = m.expect(re.compile(rb"S50postgresql: (made the server's TLS certificate|started)"), 300)
         assert made.group(1) == b"started", "the first boot's certificate was lost to the power cut"
         m.login(*ROOT, 300)

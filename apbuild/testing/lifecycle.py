@@ -174,7 +174,7 @@ def booted(m: Machine, label: str, root_password: str = ROOT[1]) -> None:
     """The installed system `label` boots (GRUB names it; a gateway's loader does not) and
     root logs in on the console."""
     if m.board.bootloader == "grub-bios":
-        m.expect(f"Booting `{m.board.title} {label}'", 180)
+        m.expect_boot(f"{m.board.title} {label}")
     m.login("root", root_password, 300)
 
 

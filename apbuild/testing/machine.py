@@ -31,10 +31,14 @@ from apbuild.qemu import command, free_ports, gateway_loader, log_launch
 from .accounts import account
 
 MULTIPLIER = float(os.environ.get("APBUILD_TIMEOUT_MULTIPLIER", "1"))
-# A GRUB menu on the serial console: its banner, then the line that counts down to the
-# default entry (2 s, spent spinning: under TCG, 2 s of a host core at every boot).
+# A GRUB menu on the serial console: its banner, its entries (the highlighted one drawn in
+# reverse video and marked '*'), then the line that counts down to the default entry (2 s,
+# spent spinning: under TCG, 2 s of a host core at every boot). When the countdown ends GRUB
+# says which entry it boots; after a key it says nothing.
 GRUB_MENU = re.compile(rb"GNU GRUB  version")
+GRUB_HIGHLIGHTED = re.compile(rb"\x1b\[7m\x1b\[\d+;\d+H\*(.*?) *\x1b\[m")
 GRUB_COUNTDOWN = re.compile(rb"executed automatically in \d+s")
+GRUB_BOOTING = re.compile(rb"Booting `([^']*)'")
 QMP_MISSING = ("qemu.qmp is not installed (PyPI's qemu.qmp, not in Debian bookworm): "
                "the QEMU tests need it; ./build.py test installs it when PyPI answers")
 
@@ -56,8 +60,8 @@ class Machine:
 
     At a GRUB menu that counts down, the machine presses Enter while it waits for the
     console: GRUB boots the highlighted entry (the default one) at once, as after the
-    countdown, and prints the same "Booting `…'" line the tests check. wait_for_grub=True
-    lets the countdown run out, as on an unattended device (test_vm's first boot does)."""
+    countdown; expect_boot() checks which entry that was. wait_for_grub=True lets the
+    countdown run out, as on an unattended device (test_vm's first boot does)."""
 
     def __init__(self, board: Board, disk: Path, logdir: Path, name: str = "vm",
                  guest_ports: tuple[int, ...] = (22, 80, 443, 5432), wait_for_grub: bool = False,
@@ -65,6 +69,7 @@ class Machine:
         self.board = board
         self.wait_for_grub = wait_for_grub
         self._menus = self._menus_answered = 0    # GRUB menus seen, and answered, on the console
+        self._entered: str | None = None          # the entry of the last menu answered with Enter
         self.disk = disk
         self.logdir = logdir
         self.name = name
@@ -190,7 +195,9 @@ class Machine:
         self.start()
         return True
 
-    def expect(self, pattern, timeout: float = 60) -> re.Match:
+    def expect(self, pattern, timeout: float = 60, until_entered: bool = False) -> re.Match | None:
+        """Wait for `pattern` on the console; until_entered: or until the machine answers a
+        GRUB menu with Enter (then None)."""
         assert self.child is not None, "machine not started"
         deadline = time.monotonic() + scaled(timeout)
         patterns = [pattern]
@@ -201,7 +208,8 @@ class Machine:
                 index = self.child.expect(patterns, timeout=max(1.0, deadline - time.monotonic()))
                 if index == 0:
                     break
-                self._at_grub_menu(countdown=index == 2)
+                if self._at_grub_menu(countdown=index == 2) and until_entered:
+                    return None
             except pexpect.EOF:
                 if not self._restart_after_reboot():
                     raise AssertionError(f"{self.name}: QEMU exited while waiting for {pattern!r}; "
@@ -211,16 +219,28 @@ class Machine:
                                      f"serial console ends with:\n{self.tail()}") from None
         return self.child.match
 
-    def _at_grub_menu(self, countdown: bool) -> None:
+    def _at_grub_menu(self, countdown: bool) -> bool:
         """Enter at a menu's countdown: once per menu, and only while it still counts (the
-        console read so far has not gone on to a "Booting" line; a menu read late, after
-        the guest booted, gets no key)."""
+        console read so far has not gone on to GRUB's "Booting" line; a menu read late, after
+        the countdown ended, gets no key). True when it pressed Enter."""
         if not countdown:
             self._menus += 1
-        elif self._menus_answered < self._menus:
-            self._menus_answered = self._menus
-            if b"Booting" not in self.child.buffer:
-                self.child.send("\r")
+            return False
+        if self._menus_answered == self._menus or GRUB_BOOTING.search(self.child.buffer):
+            return False
+        self._menus_answered = self._menus
+        drawn = GRUB_HIGHLIGHTED.findall(self.child.before)   # the menu, read since its banner
+        self._entered = drawn[-1].decode(errors="replace") if drawn else ""
+        self.child.send("\r")
+        return True
+
+    def expect_boot(self, title: str, timeout: float = 180) -> None:
+        """GRUB's next boot is of the entry `title`: the one it names when its countdown ends,
+        or the highlighted one of the menu the machine answered with Enter."""
+        self._entered = None
+        match = self.expect(GRUB_BOOTING, timeout, until_entered=True)
+        booted = self._entered if match is None else match.group(1).decode(errors="replace")
+        assert booted == title, f"{self.name}: GRUB booted {booted!r}, not {title!r}:\n{self.tail()}"
 
     def send(self, text: str) -> None:
         assert self.child is not None
@@ -245,7 +265,7 @@ class Machine:
         self.expect("running install_step1.sh install", 180)
         self.expect(re.compile(rb"^finished", re.M), 300)
         if self.board.bootloader == "grub-bios":
-            self.expect(f"Booting `{self.board.title} {label or self.board.image_version}'", 180)
+            self.expect_boot(f"{self.board.title} {label or self.board.image_version}")
         if login:
             self.login(user, password, 300)
 
