@@ -7,6 +7,7 @@ the entry booted either way."""
 
 from __future__ import annotations
 
+import ast
 import sys
 import textwrap
 import time
@@ -84,7 +85,7 @@ def machine(tmp_path: Path):
 
 
 def keys(m: Machine) -> bytes:
-    return eval(m.expect(rb"KEYS\[(b'.*?')\]", 10).group(1))
+    return ast.literal_eval(m.expect(rb"KEYS\[(b'.*?')\]", 10).group(1).decode())
 
 
 def test_enter_at_each_fresh_menu_and_the_highlighted_entry_named(machine):

@@ -68,7 +68,7 @@ class Machine:
                  **launch_args) -> None:
         self.board = board
         self.wait_for_grub = wait_for_grub
-        self._menus = self._menus_answered = 0    # GRUB menus seen, and answered, on the console
+        self._menu_open = False                   # a GRUB menu read, not answered yet
         self._entered: str | None = None          # the entry of the last menu answered with Enter
         self.disk = disk
         self.logdir = logdir
@@ -224,11 +224,11 @@ class Machine:
         console read so far has not gone on to GRUB's "Booting" line; a menu read late, after
         the countdown ended, gets no key). True when it pressed Enter."""
         if not countdown:
-            self._menus += 1
+            self._menu_open = True
             return False
-        if self._menus_answered == self._menus or GRUB_BOOTING.search(self.child.buffer):
+        if not self._menu_open or GRUB_BOOTING.search(self.child.buffer):
             return False
-        self._menus_answered = self._menus
+        self._menu_open = False
         drawn = GRUB_HIGHLIGHTED.findall(self.child.before)   # the menu, read since its banner
         self._entered = drawn[-1].decode(errors="replace") if drawn else ""
         self.child.send("\r")
@@ -288,7 +288,7 @@ class Machine:
     def choose_grub_entry(self, index: int, timeout: float = 180) -> None:
         """At the next GRUB menu, select entry `index` (0 = rescue/setup) and boot it."""
         self.expect("to select which entry is highlighted", timeout)
-        self._menus_answered = self._menus
+        self._menu_open = False
         self.send("\x1b[A" * 4 + "\x1b[B" * index + "\r")
 
     # -- QMP -----------------------------------------------------------------------------
