@@ -325,18 +325,24 @@ def test_replication_primary_two_standbys_cut_failover_repoint_backup(vm_build, 
     print("replication:", figures)
 
 
-def test_replication_stream_between_two_ipx13_gateways(build_board, tmp_path, logdir):
-    """The same stream between two arm64 gateways (the manual: the same architecture only),
-    each installed from the image through the emulated gateway loader, lean: the standby
-    copies the cluster over TLS, follows the primary and refuses writes."""
+# Same-architecture pairs of gateways (the manual, H6): arm64, and armel across the two
+# machines that run the armel image (ipx10 with 256 MB the primary, ipx11 its standby).
+GATEWAY_PAIRS = {"arm64": ("ipx13", "ipx13"), "armel": ("ipx10", "ipx11")}
+
+
+@pytest.mark.parametrize("arch", list(GATEWAY_PAIRS))
+def test_replication_stream_between_two_gateways(arch, build_board, tmp_path, logdir):
+    """The same stream between two gateways of one architecture (the manual: the same
+    architecture only), each installed from its image through the emulated gateway loader,
+    lean: the standby copies the cluster over TLS, follows the primary and refuses writes."""
     from apbuild.testing.disks import installation_disk
 
-    project, result = build_board("ipx13")
+    (pa, ra), (pb, rb) = (build_board(board) for board in GATEWAY_PAIRS[arch])
     with Hub() as hub, \
-            Machine(project.board, installation_disk(result, tmp_path, "gw-a"), logdir, name="gw-a",
-                    accel="tcg", extra=hub.args("52:54:00:77:01:01", project.board.qemu.nic)) as a, \
-            Machine(project.board, installation_disk(result, tmp_path, "gw-b"), logdir, name="gw-b",
-                    accel="tcg", extra=hub.args("52:54:00:77:01:02", project.board.qemu.nic)) as b:
+            Machine(pa.board, installation_disk(ra, tmp_path, "gw-a"), logdir, name=f"gw-a-{pa.board.name}",
+                    accel="tcg", extra=hub.args("52:54:00:77:01:01", pa.board.qemu.nic)) as a, \
+            Machine(pb.board, installation_disk(rb, tmp_path, "gw-b"), logdir, name=f"gw-b-{pb.board.name}",
+                    accel="tcg", extra=hub.args("52:54:00:77:01:02", pb.board.qemu.nic)) as b:
         for key, m in (("a", a), ("b", b)):
             m.install(login=False)
             m.login(timeout=900)
@@ -345,7 +351,7 @@ def test_replication_stream_between_two_ipx13_gateways(build_board, tmp_path, lo
         term["a"].ok(f"psql -d postgres -qc 'CREATE DATABASE app' && {psql('CREATE TABLE t (id int PRIMARY KEY, note text)')}")
         password = re.search(r"password (\w+)", term["a"].ok(f"replication primary {NAME['b']}", 120)).group(1)
         assert "following" in term["b"].ok(f"replication standby {IP['a']} {NAME['b']} {password}", 900)
-        term["a"].ok(psql("INSERT INTO t SELECT g, 'arm64' FROM generate_series(1, 100) g"))
+        term["a"].ok(psql(f"INSERT INTO t SELECT g, '{arch}' FROM generate_series(1, 100) g"))
         wait_for("100 rows on the standby gateway", lambda: count(term["b"]) == 100, 120)
         out, rc = term["b"].run(psql("INSERT INTO t VALUES (0, 'standby')"))
         assert rc != 0 and "read-only transaction" in out, out
