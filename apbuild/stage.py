@@ -1,11 +1,11 @@
 """The stage runner: a stage is a function of one frozen inputs record to one directory.
 
-The runner computes the stage's cache key from the record (and apbuild's own code) and
-hands the stage that record and an empty work directory, nothing else, so a stage cannot
-read what its key leaves out (osbuild's lesson). A record holds plain values, other
-records, and `Content`: a file or directory the stage reads, keyed by its digest and read
-through its path. Paths themselves are never in a key (they say where, not what), which
-lets one cache serve every checkout.
+The runner computes the stage's cache key from the record and the apbuild code the stage
+runs (apbuild.codedigest), and hands the stage that record and an empty work directory,
+nothing else, so a stage cannot read what its key leaves out (osbuild's lesson). A record
+holds plain values, other records, and `Content`: a file or directory the stage reads,
+keyed by its digest and read through its path. Paths themselves are never in a key (they
+say where, not what), which lets one cache serve every checkout.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from . import __version__, log
+from . import codedigest, log
 from .cache import Cache, sha256_file
 from .errors import ApbuildError
 
@@ -61,37 +61,36 @@ def content_digest(path: Path) -> str:
     return sha256_file(path) if path.is_file() else dir_digest(path)
 
 
+def values(record: Any) -> Iterator[Any]:
+    """Every value in a record, the record first: the fields of records, the items of
+    dicts (their values), lists and tuples, in order."""
+    yield record
+    if dataclasses.is_dataclass(record) and not isinstance(record, type):
+        for f in dataclasses.fields(record):
+            yield from values(getattr(record, f.name))
+    elif isinstance(record, dict):
+        for v in record.values():
+            yield from values(v)
+    elif isinstance(record, (list, tuple)):
+        for v in record:
+            yield from values(v)
+
+
 def project_sources(record: Any, cache_root: Path) -> list[Content]:
     """The Content in a stage's inputs that lies outside the cache (the recipes' overlays,
     the lockfile, a vendor kernel file): what a user may edit while a build runs. Results
     of earlier stages live in the cache, whose entries never change."""
-    found: list[Content] = []
     cache_root = cache_root.resolve()
-
-    def walk(value: Any) -> None:
-        if isinstance(value, Content):
-            if not value.path.resolve().is_relative_to(cache_root):
-                found.append(value)
-        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-            for f in dataclasses.fields(value):
-                walk(getattr(value, f.name))
-        elif isinstance(value, dict):
-            for v in value.values():
-                walk(v)
-        elif isinstance(value, (list, tuple)):
-            for v in value:
-                walk(v)
-
-    walk(record)
-    return found
+    return [v for v in values(record)
+            if isinstance(v, Content) and not v.path.resolve().is_relative_to(cache_root)]
 
 
-def code_digest() -> str:
-    """Hash of apbuild's own source: a code change must never reuse a stale stage result."""
-    h = hashlib.sha256(__version__.encode())
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()
+def code_modules(make: Callable[..., Any], record: Any) -> set[str]:
+    """The apbuild modules a stage starts from: its make function's, and those of the
+    classes of the objects in its record (a stage calls their methods)."""
+    named = [make, *(type(v) for v in values(record))]
+    return {parts[1] for obj in named
+            if len(parts := getattr(obj, "__module__", "").split(".")) == 2 and parts[0] == codedigest.NAME}
 
 
 def canonical(value: Any) -> Any:
@@ -111,6 +110,7 @@ def canonical(value: Any) -> Any:
 
 
 def key_of(name: str, inputs: Any, code: str) -> str:
+    """code: the digest of the apbuild code the stage runs (apbuild.codedigest)."""
     blob = json.dumps({"stage": name, "code": code, "inputs": canonical(inputs)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -119,24 +119,34 @@ Inputs = TypeVar("Inputs")
 
 
 class Runner:
-    """Runs stages against one cache; remembers which of them had to build."""
+    """Runs stages against one cache; remembers which of them had to build. `package`: the
+    apbuild source whose code the keys cover (another copy, for a test)."""
 
-    def __init__(self, cache: Cache) -> None:
+    def __init__(self, cache: Cache, package: Path = codedigest.PACKAGE) -> None:
         self.cache = cache
-        self.code = code_digest()
+        self.package = package
         self.built: list[str] = []
+        self._code: dict[frozenset[str], str] = {}
 
     @property
     def did_work(self) -> bool:
         return bool(self.built)
 
-    def key(self, name: str, inputs: Any) -> str:
-        return key_of(name, inputs, self.code)
+    def code(self, make: Callable[..., Any], inputs: Any) -> str:
+        """The digest of the code a stage runs: its make function's module, its inputs'
+        classes' modules, and what they import."""
+        modules = frozenset(code_modules(make, inputs))
+        if modules not in self._code:
+            self._code[modules] = codedigest.digest(modules, self.package)
+        return self._code[modules]
+
+    def key(self, name: str, make: Callable[..., Any], inputs: Any) -> str:
+        return key_of(name, inputs, self.code(make, inputs))
 
     def run(self, name: str, make: Callable[[Inputs, Path], None], inputs: Inputs,
             output: str | None = None) -> Content:
         """The stage's result (its `output` file, or its directory), reused or built."""
-        key = self.key(name, inputs)
+        key = self.key(name, make, inputs)
 
         def make_checked(work: Path) -> None:
             make(inputs, work)

@@ -3,7 +3,8 @@
 
 Measures, in a private copy of the project and a private cache whose downloads are seeded
 from the normal cache (so "cold" means every stage runs but no package is downloaded):
-cold build, no-op rebuild, rebuild after one template changed, sizes of sda1's payload and
+cold build, no-op rebuild, rebuild after one template changed and after one apbuild module
+changed (pipeline.py, then manifest.py), sizes of sda1's payload and
 of each output, peak memory, and QEMU start to the manager's first HTTP answer (normal boot).
 
 usage: bench/build.py [BOARD ...|--all] [--no-boot]
@@ -56,6 +57,11 @@ def bench_board(board: str, work: Path, boot: bool) -> list[tuple[str, str]]:
     target = next((t for t in templates if "S50postgresql" in t.name or "rootfs" in str(t)), templates[0])
     target.write_text(target.read_text() + "\n# bench: one changed template\n")
     figures.append((f"rebuild after {target.relative_to(project)} changed", f"{timed(cmd, env):.1f} s"))
+    # apbuild's own code: a stage's key covers the modules it runs only (apbuild.codedigest).
+    for module in ("pipeline", "manifest"):
+        source = project / "apbuild" / f"{module}.py"
+        source.write_text(source.read_text() + "\n# bench: one changed module\n")
+        figures.append((f"rebuild after apbuild/{module}.py changed", f"{timed(cmd, env):.1f} s"))
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     figures.append(("peak memory of the builds (largest process)", f"{peak:.0f} MiB"))
 

@@ -23,7 +23,7 @@ from apbuild.packages import Packages
 from apbuild.rootfs import ImageBoard
 from apbuild.stage import Content, Runner, canonical
 from apbuild.testing.seeding import definitions_copy
-from apbuild.testing.stages import stage_records
+from apbuild.testing.stages import stage_records, stages
 
 ROOT = find_root()
 
@@ -77,13 +77,13 @@ def mutations(value: Any, where: str = "") -> Iterator[tuple[str, Any]]:
 @pytest.mark.parametrize("board", list_boards(ROOT))
 def test_every_input_field_reaches_its_stage_key(board, tmp_path, update_key):
     runner = Runner(Cache(tmp_path / "cache"))
-    records = stage_records(load_project(ROOT, board), runner.cache)
+    records = stages(load_project(ROOT, board), runner.cache)
     assert {"kernel", "rootfs-system", "rootfs-config", "boot", "disk", "sbom", "manifest"} <= set(records)
     checked = 0
-    for stage, record in records.items():
-        key = runner.key(stage, record)
+    for stage, (make, record) in records.items():
+        key = runner.key(stage, make, record)
         for path, changed in mutations(record):
-            assert runner.key(stage, changed) != key, f"{stage}: {path} is not in the key"
+            assert runner.key(stage, make, changed) != key, f"{stage}: {path} is not in the key"
             checked += 1
     assert checked > 200, checked
 
@@ -91,11 +91,11 @@ def test_every_input_field_reaches_its_stage_key(board, tmp_path, update_key):
 def test_what_only_the_machine_differs_in_stays_out_of_the_keys(tmp_path, update_key):
     """ipx10 and ipx11 share the image: a template must not see RAM or the board's name."""
     runner = Runner(Cache(tmp_path / "cache"))
-    record = stage_records(load_project(ROOT, "ipx10"), runner.cache)["rootfs-config"]
+    make, record = stages(load_project(ROOT, "ipx10"), runner.cache)["rootfs-config"]
     board = record.context.board._board
     other = dataclasses.replace(board, name="other", ram_mb=board.ram_mb * 2, storage="x", cpus=4)
     moved = dataclasses.replace(record, context=dataclasses.replace(record.context, board=ImageBoard(other)))
-    assert runner.key("rootfs-config", moved) == runner.key("rootfs-config", record)
+    assert runner.key("rootfs-config", make, moved) == runner.key("rootfs-config", make, record)
 
 
 def test_a_path_is_never_part_of_a_key():
@@ -142,6 +142,12 @@ def test_one_template_changed_rebuilds_only_its_layer_and_what_follows(tmp_path,
     # Another checkout, the same definitions: every stage is reused.
     again = build(load_project(root, "x86_64-vm"), build_cache, tmp_path / "out2")
     assert again.built == (), again.built
+    # The stages the tests key (apbuild.testing.stages) are the build's: same make functions
+    # (their code is in the key), same records. Those keyed by no earlier stage's result:
+    runner = Runner(build_cache)
+    for name, (make, record) in stages(load_project(root, "x86_64-vm"), build_cache).items():
+        if name in ("kernel", "sbom") or name.endswith(("-system", "-config")):
+            assert build_cache.lookup(name, runner.key(name, make, record)) is not None, name
 
     template = root / "recipes" / "base" / "rootfs" / "etc" / "fstab.j2"
     assert template.is_file(), "the test edits the rootfs's fstab template"
@@ -176,9 +182,12 @@ def test_a_source_edited_during_its_stage_keeps_nothing(tmp_path):
 
     with pytest.raises(ApbuildError, match=r"overlay changed while the demo stage was built from it"):
         runner.run("demo", make, inputs, "motd")
-    assert runner.cache.lookup("demo", runner.key("demo", inputs)) is None
+    assert runner.cache.lookup("demo", runner.key("demo", make, inputs)) is None
     # Built again from what is there now: kept, under the new content's key.
     again = _TemplateInputs(directory(overlay))
-    result = runner.run("demo", lambda inp, work: (work / "motd").write_text("new\n"), again, "motd")
+    def make_again(inp: _TemplateInputs, work: Path) -> None:
+        (work / "motd").write_text("new\n")
+
+    result = runner.run("demo", make_again, again, "motd")
     assert result.path.read_text() == "new\n"
-    assert runner.cache.lookup("demo", runner.key("demo", again)) is not None
+    assert runner.cache.lookup("demo", runner.key("demo", make_again, again)) is not None

@@ -1,0 +1,112 @@
+"""A stage's key covers the apbuild code it runs and nothing more (apbuild.codedigest): an
+edit of a module that a stage does not run keeps the stage's key, an edit of one it runs,
+however deep in its imports, changes it."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+
+from apbuild import codedigest
+from apbuild.cache import Cache
+from apbuild.config import find_root, load_project
+from apbuild.stage import Runner
+from apbuild.testing.stages import stages
+
+ROOT = find_root()
+IMAGE = {"kernel", "ramdisk-system", "ramdisk-config", "ramdisk-ext2", "ramdisk", "rootfs-system",
+         "rootfs-config", "rootfs"}
+OUTPUT = {"qcow2", "vhdx", "ova", "sbom", "manifest"}
+
+
+def test_every_form_of_import_in_the_package_is_read():
+    source = """
+import os
+import apbuild.lockfile
+from . import log, run as runner
+from .files import replacing
+from apbuild import mirror
+from apbuild.debian import x
+from .. import elsewhere
+from os import path
+
+def late():
+    from .users import y
+"""
+    assert codedigest.imported(source, "apbuild") == {"lockfile", "log", "run", "files", "mirror",
+                                                       "debian", "users"}
+
+
+def package(tmp: Path, modules: dict[str, str]) -> Path:
+    pkg = tmp / "pkg"
+    pkg.mkdir()
+    for name, source in modules.items():
+        (pkg / f"{name}.py").write_text(source)
+    return pkg
+
+
+def test_the_digest_follows_imports_and_only_them(tmp_path):
+    pkg = package(tmp_path, {"__init__": "__version__ = '1'\n", "a": "from . import b\n",
+                             "b": "from .c import f\nfrom . import a\n", "c": "def f(): pass\n",
+                             "d": "from . import a\n"})
+    assert codedigest.closure(["a"], pkg) == ["__init__", "a", "b", "c"]   # a cycle is fine
+    before = codedigest.digest(["a"], pkg)
+    (pkg / "d.py").write_text("# d imports a; a does not import d\n")
+    assert codedigest.digest(["a"], pkg) == before
+    for name in ("c", "__init__"):
+        (pkg / f"{name}.py").write_text((pkg / f"{name}.py").read_text() + "# edited\n")
+        assert codedigest.digest(["a"], pkg) != before, f"{name}.py is run by a but not in its digest"
+        before = codedigest.digest(["a"], pkg)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Record:
+    nested: tuple
+
+
+def test_the_classes_in_a_record_count_as_code_the_stage_runs():
+    from apbuild.lockfile import Lockfile
+    from apbuild.stage import Content, code_modules
+
+    record = _Record(({"k": Content(Path("/x"), "d")}, Lockfile))
+    assert code_modules(codedigest.closure, record) == {"codedigest", "stage"}
+    # A class object is a value like any other: only instances lend their class's module.
+    assert "lockfile" not in code_modules(len, record)
+
+
+@pytest.fixture(scope="module")
+def vm_stages(update_key, tmp_path_factory):
+    """The VM's stages (make function, record), read once for the module's tests."""
+    return stages(load_project(ROOT, "x86_64-vm"), Cache(tmp_path_factory.mktemp("cache")))
+
+
+def edited_keys(tmp_path: Path, records: dict, module: str) -> set[str]:
+    """The stages whose key changes when apbuild/<module>.py is edited."""
+    copy = tmp_path / "apbuild"
+    shutil.copytree(ROOT / "apbuild", copy, ignore=shutil.ignore_patterns("__pycache__", "testing"))
+    cache = Cache(tmp_path / "cache")
+    runner = Runner(cache, copy)            # a runner reads each closure's code once
+    before = {name: runner.key(name, make, r) for name, (make, r) in records.items()}
+    source = copy / f"{module}.py"
+    source.write_text(source.read_text() + "\n# edited by a test\n")
+    runner = Runner(cache, copy)
+    after = {name: runner.key(name, make, r) for name, (make, r) in records.items()}
+    return {name for name in records if before[name] != after[name]}
+
+
+EVERY = IMAGE | OUTPUT | {"boot", "disk"}
+
+
+# Modules are the unit: outputs.py both runs the output stages and makes their records from
+# the build's inputs, so its imports reach the definitions, and an edit there reaches all.
+@pytest.mark.parametrize("module, changed", [
+    ("cli", set()), ("pipeline", set()), ("update", set()),
+    ("manifest", OUTPUT), ("ova", OUTPUT), ("leakscan", OUTPUT), ("outputs", OUTPUT),
+    ("bootfs", {"boot", "disk"}), ("disk", {"boot", "disk"}), ("images", IMAGE),
+    ("rootfs", EVERY), ("config", EVERY), ("stage", EVERY), ("__init__", EVERY),
+])
+def test_an_edit_changes_the_keys_of_the_stages_that_run_it(module, changed, vm_stages, tmp_path):
+    assert edited_keys(tmp_path, vm_stages, module) == changed & set(vm_stages), module
