@@ -344,12 +344,13 @@ def test_nightly_analysis_runs_from_crond(vm, root):
     assert rc == 0 and "error" not in out.lower(), out
 
 
-def test_setip_kept_after_a_reboot_and_a_failed_update_returns_to_the_old_image(vm, root):
+def test_setip_kept_after_a_reboot_and_a_failed_update_returns_to_the_old_image(vm, root, logdir):
     """"static IP address, DNS, Gateway can be configured with the command setip on the
     console ... (Example: setip --addr=x.x.x.x --mask=x.x.x.x --gateway=x.x.x.x
-    --dns1=x.x.x.x)" (the user network's own addresses, so the host still reaches it); and
-    "Boot into the rescue partition. The App Platform now either applies the image update or
-    it reboots into the old image" (an update that cannot be applied: the old image)."""
+    --dns1=x.x.x.x)" (the user network's own addresses, so the host still reaches it), and
+    back to DHCP with the `--dhcp` that "setip --help" lists; and "Boot into the rescue
+    partition. The App Platform now either applies the image update or it reboots into the
+    old image" (an update that cannot be applied: the old image)."""
     root.ok("setip --addr=10.0.2.15 --mask=255.255.255.0 --gateway=10.0.2.2 --dns1=10.0.2.3")
     assert "MODE=static" in root.ok("cat /mnt/sda2/etc/network.conf")
     # An update left staged that the rescue system cannot read, and the boot set to rescue,
@@ -368,6 +369,20 @@ def test_setip_kept_after_a_reboot_and_a_failed_update_returns_to_the_old_image(
     assert "set default=1" in vm.ok("grep '^set default' /boot/grub/grub.cfg")
     assert vm.run("test -e /mnt/sda2/update/staged.update")[1] == 1
     assert "the update is abandoned" in vm.ok("cat /mnt/sda2/log/ramdisk.log")
+    # The way back, which "setip --help" lists: the reader, in a new terminal after the
+    # reboot, asks for DHCP again, and it runs at once.
+    back = ReaderTerminal(vm.ports[22], *ADMIN, logdir / "manual.setip.ssh.log")
+    back.su(ROOT[1])
+    assert "--dhcp" in back.ok("setip --help")
+    back.ok("setip --dhcp")
+    back.close()
+    assert vm.ok("cat /mnt/sda2/etc/network.conf") == "MODE=dhcp"
+    deadline = time.monotonic() + scaled(60)
+    while not (vm.run("pidof udhcpc")[1] == 0 and "default via 10.0.2.2" in vm.ok("ip route")):
+        assert time.monotonic() < deadline, vm.ok("ip address show eth0; ip route; ps")
+        time.sleep(1)
+    assert "inet 10.0.2.15/24" in vm.ok("ip address show eth0")     # the user network's lease
+    vm.wait_http("/manager/", 120, auth=ADMIN)
 
 
 def _post(vm: Machine, path: str, body: bytes) -> tuple[int, str]:
