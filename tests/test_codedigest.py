@@ -100,8 +100,10 @@ def edited_keys(tmp_path: Path, records: dict, module: str) -> set[str]:
 EVERY = IMAGE | OUTPUT | {"boot", "disk"}
 
 
-# Modules are the unit: outputs.py both runs the output stages and makes their records from
-# the build's inputs, so its imports reach the definitions, and an edit there reaches all.
+# Modules are the unit. outputs.py runs all five output stages, so an edit of what it imports
+# (manifest, ova, leakscan) reaches all five; it also makes their records from the build's
+# inputs (it imports inputs.py, which imports the definitions), so an edit of config.py or
+# rootfs.py reaches them as it reaches the image stages, whose records hold those classes.
 @pytest.mark.parametrize("module, changed", [
     ("cli", set()), ("pipeline", set()), ("update", set()),
     ("manifest", OUTPUT), ("ova", OUTPUT), ("leakscan", OUTPUT), ("outputs", OUTPUT),
