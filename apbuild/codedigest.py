@@ -11,6 +11,10 @@ shared cache built from a commit whose image code is the tree's serves the tree'
 Always part of it: the package's __init__ (its version), the stage runner and the cache
 (they write every result). Imports are followed only inside the package; the host's tools
 and Python libraries are not in a key, as before.
+
+Results made outside the stage runner, many times a build by one module's code (a .deb's
+unpacked files, a virtualenv), are keyed the same way with module_digest: no version number
+kept by hand that an edit could forget to raise.
 """
 
 from __future__ import annotations
@@ -65,3 +69,9 @@ def digest(modules: Iterable[str], package: Path = PACKAGE) -> str:
     for module in closure(modules, package):
         h.update(module.encode() + b"\0" + (package / f"{module}.py").read_bytes() + b"\0")
     return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def module_digest(module: str, package: Path = PACKAGE) -> str:
+    """digest([module]), once per process: a build unpacks a hundred and more packages."""
+    return digest([module], package)

@@ -12,13 +12,13 @@ import json
 import tarfile
 from pathlib import Path
 
+from . import codedigest
 from .cache import Cache
 from .run import spawn
 from .tree import DIR, FILE, SYMLINK, Entry, Tree, norm
 
 USRMERGE = {"/bin": "/usr/bin", "/sbin": "/usr/sbin", "/lib": "/usr/lib",
             "/lib32": "/usr/lib32", "/lib64": "/usr/lib64", "/libx32": "/usr/libx32"}
-UNPACK_VERSION = 1  # bump when the unpacked layout changes
 
 
 def merged(path: str) -> str:
@@ -37,9 +37,14 @@ def merged_links() -> Tree:
     return tree
 
 
+def unpack_key(sha256: str, package: Path = codedigest.PACKAGE) -> str:
+    """A .deb's unpacked files: its hash and the code that unpacks it (this module's)."""
+    return f"{sha256}-{codedigest.module_digest(__name__.rpartition('.')[2], package)[:16]}"
+
+
 def unpack(cache: Cache, deb: Path, sha256: str, name: str) -> Tree:
     """The package's files as a Tree (content in the cache), unpacking once per .deb."""
-    key = f"{sha256}-v{UNPACK_VERSION}"
+    key = unpack_key(sha256)
     # Not shared through a remote cache: unpacking is quicker than asking for it there (the
     # .deb itself is shared).
     done, _ = cache.produce("unpack", key, lambda work: _unpack_into(deb, work, name),

@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import debian, log
+from . import codedigest, debian, log
 from .cache import Cache
 from .errors import ApbuildError
 from .lockfile import PythonDist, Venv
@@ -35,7 +35,6 @@ from .tree import DIR, FILE, SYMLINK, Entry, Tree
 # files and PIP_* variables are not read when locking: a local find-links or file:// index
 # would put into the lockfile a file that only this machine has.
 DEFAULT_INDEX = "https://pypi.org/simple"
-INSTALL_VERSION = 1  # bump when the installed layout changes
 
 # Debian's machine name -> the wheel platform tags' (armel has no binary wheels on PyPI:
 # pure Python only).
@@ -195,12 +194,19 @@ def _build_wheel(dist: PythonDist, sdist: Path, work: Path, arch: str) -> None:
                            f"compiler for {arch}; pin a version with a wheel for {arch}")
 
 
+def venv_key(venv: Venv, version: str, arch: str, template: bytes | None,
+              package: Path = codedigest.PACKAGE) -> str:
+    """The virtualenv's inputs and the code that installs it (this module's)."""
+    record = json.dumps([dataclasses.asdict(venv), version, arch,
+                         codedigest.module_digest(__name__.rpartition(".")[2], package),
+                         hashlib.sha256(template or b"").hexdigest()], sort_keys=True)
+    return hashlib.sha256(record.encode()).hexdigest()
+
+
 def venv_tree(venv: Venv, version: str, arch: str, cache: Cache, template: bytes | None) -> Tree:
     """The virtualenv's files as a Tree, installed once per (venv, Python, arch) into the
     cache. template: the image's venv `activate` script (python3.X's venv/scripts/common)."""
-    record = json.dumps([dataclasses.asdict(venv), version, arch, INSTALL_VERSION,
-                         hashlib.sha256(template or b"").hexdigest()], sort_keys=True)
-    key = hashlib.sha256(record.encode()).hexdigest()
+    key = venv_key(venv, version, arch, template)
     done, _ = cache.produce("venv", key, lambda work: _install(venv, version, arch, cache, template, work),
                             hash_files=False, shared=False)
     tree = Tree()

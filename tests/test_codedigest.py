@@ -83,10 +83,15 @@ def vm_stages(update_key, tmp_path_factory):
     return stages(load_project(ROOT, "x86_64-vm"), Cache(tmp_path_factory.mktemp("cache")))
 
 
-def edited_keys(tmp_path: Path, records: dict, module: str) -> set[str]:
-    """The stages whose key changes when apbuild/<module>.py is edited."""
+def copy_of_apbuild(tmp_path: Path) -> Path:
     copy = tmp_path / "apbuild"
     shutil.copytree(ROOT / "apbuild", copy, ignore=shutil.ignore_patterns("__pycache__", "testing"))
+    return copy
+
+
+def edited_keys(tmp_path: Path, records: dict, module: str) -> set[str]:
+    """The stages whose key changes when apbuild/<module>.py is edited."""
+    copy = copy_of_apbuild(tmp_path)
     cache = Cache(tmp_path / "cache")
     runner = Runner(cache, copy)            # a runner reads each closure's code once
     before = {name: runner.key(name, make, r) for name, (make, r) in records.items()}
@@ -112,3 +117,35 @@ EVERY = IMAGE | OUTPUT | {"boot", "disk"}
 ])
 def test_an_edit_changes_the_keys_of_the_stages_that_run_it(module, changed, vm_stages, tmp_path):
     assert edited_keys(tmp_path, vm_stages, module) == changed & set(vm_stages), module
+
+def key_after_edit(key, copy: Path, module: str) -> tuple[str, str]:
+    """key(copy) before and after apbuild/<module>.py is edited in the copy."""
+    codedigest.module_digest.cache_clear()       # it holds each module's digest for the process
+    before = key(copy)
+    source = copy / f"{module}.py"
+    source.write_text(source.read_text() + "\n# edited by a test\n")
+    codedigest.module_digest.cache_clear()
+    return before, key(copy)
+
+
+# Made outside the stage runner, once per .deb and per virtualenv: keyed by their code too.
+@pytest.mark.parametrize("module, changes", [
+    ("debpkg", True), ("tree", True), ("__init__", True), ("pipeline", False), ("rootfs", False)])
+def test_a_debs_unpacked_files_are_keyed_by_the_code_that_unpacks_them(module, changes, tmp_path):
+    from apbuild.debpkg import unpack_key
+
+    before, after = key_after_edit(lambda pkg: unpack_key("ab" * 32, pkg), copy_of_apbuild(tmp_path), module)
+    assert before.startswith("ab" * 32)
+    assert (before != after) == changes, module
+
+
+@pytest.mark.parametrize("module, changes", [
+    ("pypi", True), ("lockfile", True), ("debpkg", False), ("images", False)])
+def test_a_virtualenv_is_keyed_by_the_code_that_installs_it(module, changes, tmp_path):
+    from apbuild.lockfile import Venv
+    from apbuild.pypi import venv_key
+
+    venv = Venv(path="/opt/x/venv", requirements=("x==1",), dists=())
+    before, after = key_after_edit(lambda pkg: venv_key(venv, "3.11.2", "amd64", b"", pkg),
+                                   copy_of_apbuild(tmp_path), module)
+    assert (before != after) == changes, module
