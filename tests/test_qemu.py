@@ -1,8 +1,10 @@
-"""QEMU command lines (apbuild/qemu.py command()): the network choices."""
+"""QEMU command lines (apbuild/qemu.py command()): the network choices; the KVM probe."""
 
+import concurrent.futures
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -63,3 +65,27 @@ def test_a_taken_port_is_chosen_again_and_qemus_own_error_is_kept(tmp_path):
             assert m.ports[80] != port
     log = (tmp_path / "ports.serial.log").read_text()
     assert f"Could not set up host forwarding rule 'tcp:127.0.0.1:{port}-:80'" in log, log
+
+
+def test_workers_that_ask_at_once_wait_for_one_kvm_probe(tmp_path, monkeypatch):
+    """A hanging KVM guest spins a host CPU until the probe's timeout: three test workers
+    asking at once must not spin three. The first probes; the others read its answer."""
+    from apbuild import qemu
+
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"kernel")
+    probes = []
+
+    def slow_probe(board, kernel, accel, timeout):
+        probes.append(accel)
+        time.sleep(0.5)
+        return False
+
+    monkeypatch.setattr(qemu.os, "access", lambda path, mode: True)
+    monkeypatch.setattr(qemu, "version_of", lambda binary: "QEMU emulator version 7.2.0")
+    monkeypatch.setattr(qemu, "kernel_boots", slow_probe)
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda _: qemu.probe_kvm(BOARD, kernel, tmp_path), range(3)))
+    assert answers == [False, False, False] and probes == ["kvm"]
+    stamp = [p for p in (tmp_path / "kvm-probe").iterdir() if p.suffix != ".lock"]
+    assert [p.read_text() for p in stamp] == ["tcg"]
