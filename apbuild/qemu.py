@@ -33,11 +33,11 @@ class Launch:
 
 def probe_kvm(board: Board, kernel: Path, cache_dir: Path, timeout: float = 10) -> bool:
     """Does a Linux guest really run under KVM here? Boot the board's kernel without a root
-    filesystem: reaching its "Unable to mount root fs" panic proves it (in about a second
-    under KVM, 4 s under TCG). On our machines KVM opens but the guest hangs right after
-    decompression, spinning a host CPU until the timeout, so opening /dev/kvm proves nothing.
-    The answer is remembered per host kernel, QEMU and guest kernel; processes that ask at
-    once (the test workers) wait for one probe instead of spinning one each.
+    filesystem: reaching its "Unable to mount root fs" panic proves it (TCG, emulating every
+    instruction, gets there in 4 s; KVM runs them natively). On our machines KVM opens but
+    the guest hangs right after decompression, spinning a host CPU until the timeout, so
+    opening /dev/kvm proves nothing. The answer is remembered per host kernel, QEMU and guest
+    kernel; processes that ask at once (the test workers) wait for one probe, not one each.
     """
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False
