@@ -118,6 +118,7 @@ EVERY = IMAGE | OUTPUT | {"boot", "disk"}
 def test_an_edit_changes_the_keys_of_the_stages_that_run_it(module, changed, vm_stages, tmp_path):
     assert edited_keys(tmp_path, vm_stages, module) == changed & set(vm_stages), module
 
+
 def key_after_edit(key, copy: Path, module: str) -> tuple[str, str]:
     """key(copy) before and after apbuild/<module>.py is edited in the copy."""
     codedigest.module_digest.cache_clear()       # it holds each module's digest for the process
