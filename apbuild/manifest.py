@@ -48,8 +48,9 @@ def sha256_sparse(path: Path) -> str:
     return h.hexdigest()
 
 
-def describe(name: str, kind: str, path: Path) -> OutputFile:
-    return OutputFile(name, kind, path.stat().st_size, sha256_sparse(path))
+def describe(name: str, kind: str, path: Path, sha256: str | None = None) -> OutputFile:
+    """sha256: the file's, when it was taken already."""
+    return OutputFile(name, kind, path.stat().st_size, sha256 or sha256_sparse(path))
 
 
 def render(*, board: str, platform: str, image_version: str, lockfile_name: str,

@@ -5,6 +5,8 @@ touches the mirror)."""
 from __future__ import annotations
 
 import dataclasses
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import debian, debpkg, kernel, log, mirror, pypi
@@ -12,14 +14,18 @@ from .cache import Cache
 from .lockfile import Lockfile
 from .tree import Tree
 
+UNPACKERS = 2
+
 
 @dataclasses.dataclass(frozen=True)
 class Packages:
     lock: Lockfile
     cache: Cache = dataclasses.field(compare=False)
     board: str = dataclasses.field(default="BOARD", compare=False)  # for messages only
-    # Unpacked once per build, whichever stage asks first (a memo, not an input).
+    # Unpacked once per build, whichever stage asks first (a memo, not an input); the
+    # ramdisk's and the rootfs's stages may ask at once (apbuild.parallel).
     _memo: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    _lock: threading.RLock = dataclasses.field(default_factory=threading.RLock, compare=False, repr=False)
 
     def stage_key(self) -> str:
         return self.lock.digest
@@ -32,6 +38,10 @@ class Packages:
         return Packages(lock, self.cache, self.board)
 
     def debs(self) -> dict[str, Path]:
+        with self._lock:
+            return self._debs()
+
+    def _debs(self) -> dict[str, Path]:
         if "debs" not in self._memo:
             missing = [p for p in self.lock.packages if not self.cache.has_blob(p.sha256)]
             total = len(self.lock.packages)
@@ -43,12 +53,20 @@ class Packages:
 
     def pool(self) -> Tree:
         """Every package's files in one tree, /bin and friends linked into /usr."""
+        with self._lock:
+            return self._pool()
+
+    def _pool(self) -> Tree:
         if "pool" not in self._memo:
             debs = self.debs()
             with log.step(f"unpack: {len(debs)} packages"):
                 pool = debpkg.merged_links()
-                for pkg in self.lock.packages:
-                    pool.merge(debpkg.unpack(self.cache, debs[pkg.name], pkg.sha256, pkg.name))
+                # Two at a time: each .deb's dpkg-deb unpacks its data.tar.xz in a process
+                # of its own. They are merged in the lockfile's order, whichever ends first.
+                with ThreadPoolExecutor(UNPACKERS, initializer=log.same_lines()) as unpackers:
+                    for tree in unpackers.map(lambda p: debpkg.unpack(self.cache, debs[p.name], p.sha256, p.name),
+                                              self.lock.packages):
+                        pool.merge(tree)
             for venv in self.lock.venvs:
                 version = pypi.python_version(self.lock.packages)
                 xy = ".".join(version.split(".")[:2])
@@ -59,6 +77,7 @@ class Packages:
         return self._memo["pool"]
 
     def kernel(self, image_glob: str) -> kernel.KernelInfo:
-        if ("kernel", image_glob) not in self._memo:
-            self._memo["kernel", image_glob] = kernel.inspect(self.pool(), image_glob)
-        return self._memo["kernel", image_glob]
+        with self._lock:
+            if ("kernel", image_glob) not in self._memo:
+                self._memo["kernel", image_glob] = kernel.inspect(self.pool(), image_glob)
+            return self._memo["kernel", image_glob]

@@ -25,6 +25,7 @@ import os
 import re
 import tarfile
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,9 @@ class Remote:
         # The registry's credentials, where Docker and ORAS keep them (~/.docker/config.json).
         self._client.auth.load_configs(self._client.get_container(self._ref("credentials")))
         self.gone: str | None = None   # why the registry is no longer asked
+        # One request at a time: a build's steps beside each other (apbuild.parallel) share
+        # the client, whose session and token are not made for threads.
+        self._one = threading.Lock()
 
     def __str__(self) -> str:
         return str(self.url)
@@ -103,6 +107,10 @@ class Remote:
 
     def _guarded(self, what: str, call, default=None):
         """call(), or `default` once the registry has failed (said once)."""
+        with self._one:
+            return self._guarded_call(what, call, default)
+
+    def _guarded_call(self, what: str, call, default):
         if self.gone is not None:
             return default
         try:

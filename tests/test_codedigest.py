@@ -19,7 +19,7 @@ from apbuild.testing.stages import stages
 ROOT = find_root()
 IMAGE = {"kernel", "ramdisk-system", "ramdisk-config", "ramdisk-ext2", "ramdisk", "rootfs-system",
          "rootfs-config", "rootfs"}
-OUTPUT = {"qcow2", "vhdx", "ova", "sbom", "manifest"}
+OUTPUT = {"qcow2", "vhdx", "ova", "sbom", "raw-sha256", "manifest"}
 
 
 def test_every_form_of_import_in_the_package_is_read():
@@ -105,8 +105,8 @@ def edited_keys(tmp_path: Path, records: dict, module: str) -> set[str]:
 EVERY = IMAGE | OUTPUT | {"boot", "disk"}
 
 
-# Modules are the unit. outputs.py runs all five output stages, so an edit of what it imports
-# (manifest, ova, leakscan) reaches all five; it also makes their records from the build's
+# Modules are the unit. outputs.py runs all six output stages, so an edit of what it imports
+# (manifest, ova, leakscan) reaches all six; it also makes their records from the build's
 # inputs (it imports inputs.py, which imports the definitions), so an edit of config.py or
 # rootfs.py reaches them as it reaches the image stages, whose records hold those classes.
 @pytest.mark.parametrize("module, changed", [

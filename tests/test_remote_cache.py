@@ -107,9 +107,9 @@ def test_a_cold_runner_pulls_every_stage_and_builds_the_same_bytes(pushed, reg, 
     _no_mirror(monkeypatch)
     cache = Cache(tmp_path / "cold", remote=Remote(reg.url()))
     second = build(project, cache, tmp_path / "out")
-    # The leak scan is every runner's own: it looks for this runner's host strings (its
+    # The leak scans are every runner's own: it looks for this runner's host strings (its
     # cache's path among them), which are in its key.
-    assert second.built == ("leakscan",), second.built
+    assert second.built == ("leakscan", "manifest-leakscan"), second.built
     _same_outputs(first, second)
     assert not (tmp_path / "cold" / "blobs").exists(), "no stage was built: no package is needed"
 
@@ -146,7 +146,7 @@ def test_a_damaged_blob_is_refused_and_its_stage_built(pushed, reg, tmp_path, mo
     finally:
         for blob, data in damaged.items():
             blob.write_bytes(data)
-    assert sorted(second.built) == ["leakscan", "qcow2", "rootfs-config"], second.built
+    assert sorted(second.built) == ["leakscan", "manifest-leakscan", "qcow2", "rootfs-config"], second.built
     _same_outputs(first, second)
     err = capfd.readouterr().err
     assert err.count("; refused") == 2, err

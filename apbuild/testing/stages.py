@@ -50,7 +50,10 @@ def stages(project: Project, cache: Cache) -> dict[str, tuple[Callable[..., None
     if outs.ova:
         found["ova"] = (outputs.make_ova, outputs.ova_inputs(b, raw))
     found["sbom"] = (outputs.make_sbom, outputs.sbom_inputs(b))
-    found["manifest"] = (outputs.make_manifest, outputs.manifest_inputs(b, {"disk.img": ("raw", raw)}))
+    if outs.raw:
+        found["raw-sha256"] = (outputs.make_sha256, outputs.DiskOutputInputs(raw))
+    found["manifest"] = (outputs.make_manifest, outputs.manifest_inputs(
+        b, {"disk.img": ("raw", raw)}, {"disk.img": placeholder("raw-sha256")}))
     return found
 
 
