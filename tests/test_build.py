@@ -24,6 +24,12 @@ def private_cache(tmp_path: Path, store: Cache) -> Path:
     return seeded_cache(tmp_path / "cache", [BOARD], store).root
 
 
+def final_results(cache: Path, stage: str) -> list[Path]:
+    """The stage's results under their final names (a build writes into .tmp-* first)."""
+    stage_dir = cache / "stages" / stage
+    return [p for p in stage_dir.iterdir() if not p.name.startswith(".tmp-")] if stage_dir.is_dir() else []
+
+
 def start(cache: Path, out: Path) -> tuple[subprocess.Popen, list[str]]:
     return start_build(BOARD, "--output", str(out), env={"APBUILD_CACHE": str(cache)})
 
@@ -37,11 +43,14 @@ def resumed(request, build_cache) -> Iterator[tuple[Path, Path, str]]:
         out = tmp / "out"
         proc, seen = start(cache, out)
         deadline = time.monotonic() + 600
-        while "‣ rootfs-system" not in "".join(seen):
+        # The ramdisk's stages run beside the rootfs's (apbuild.parallel), and print their
+        # lines when they end: the cache says when the ramdisk's result is final. Then the
+        # rootfs's xz is still writing its layer (it takes about twice as long).
+        while "‣ rootfs-system" not in "".join(seen) or not final_results(cache, "ramdisk"):
             assert proc.poll() is None, "".join(seen)
             assert time.monotonic() < deadline, "".join(seen)
             time.sleep(0.2)
-        time.sleep(2)   # well inside the rootfs stage: xz is writing its layer
+        assert not final_results(cache, "rootfs-system"), "the rootfs's stage ended before the ramdisk's"
         proc.kill()      # a power cut for the build: no handler runs
         proc.wait()
         yield cache, out, "".join(seen)
@@ -54,8 +63,8 @@ def test_interrupted_build_leaves_nothing_final_and_resumes(resumed):
     finals = list(out.glob("app-platform-*")) if out.exists() else []
     assert finals == [], f"half-written outputs under final names: {finals}"
     stage_dirs = cache / "stages" / "rootfs-system"
-    assert [p for p in stage_dirs.iterdir() if not p.name.startswith(".tmp-")] == []
-    assert (cache / "stages" / "ramdisk").is_dir()
+    assert final_results(cache, "rootfs-system") == []
+    assert final_results(cache, "ramdisk")
 
     proc, seen = start(cache, out)
     assert proc.wait() == 0, "".join(seen)
