@@ -33,6 +33,9 @@ class Job(Generic[T]):
                 self._error = e
         self._text = lines.getvalue()
 
+    def start(self) -> None:
+        self._thread.start()
+
     def join(self) -> None:
         """Wait for the step and print its lines (once)."""
         self._thread.join()
@@ -53,7 +56,7 @@ def beside(name: str, work: Callable[[], T]) -> Iterator[Job[T]]:
     """Run work in a thread during the block; the block's end waits for it, even when the
     block fails (no stage is left building under a process that has moved on)."""
     job = Job(name, work)
-    job._thread.start()
+    job.start()
     try:
         yield job
     finally:
