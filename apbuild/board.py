@@ -46,6 +46,10 @@ class Kernel:
     cmdline: str = setting("kernel arguments common to every boot entry", default="")
     ramdisk_format: str = setting("'initramfs' (Debian kernels) or 'ext2' (RAM disk built in)",
                                   default="initramfs", check=one_of("initramfs", "ext2"))
+    ramdisk_compression: str = setting(
+        "how the initramfs on sda1 is packed: 'xz' (ramdisk.cpio.xz, the smallest) or 'zstd' "
+        "(ramdisk.cpio.zst, which the kernel unpacks faster at every boot; needs CONFIG_RD_ZSTD). "
+        "A gateway's is xz: its admin types ramdisk.ext2.xz", default="xz", check=one_of("xz", "zstd"))
     boot_modules: tuple[str, ...] = setting(
         "modules the ramdisk loads to reach the disk and its filesystems", default=())
     modules: tuple[str, ...] = setting(
@@ -125,7 +129,7 @@ class Board:
         # manual), whatever the board's kernel takes: the kernel tells an initramfs (cpio)
         # from an ext2 RAM disk by its content, not by its name.
         ramdisk = ("ramdisk.ext2.xz" if self.kernel.ramdisk_format == "ext2" or self.bootloader == "gateway"
-                   else "ramdisk.cpio.xz")
+                   else "ramdisk.cpio.zst" if self.kernel.ramdisk_compression == "zstd" else "ramdisk.cpio.xz")
         rootfs = "rootfs.tar.zst" if self.rootfs_compression == "zstd" else "rootfs.tar.xz"
         return {"kernel": "vmlinuz", "ramdisk": ramdisk, "rootfs": rootfs, "label": "label",
                 "sums": "SHA256SUMS", "pending": "pending", "mode": "bootmode"}

@@ -45,6 +45,18 @@ def inspect(tree: Tree, image_glob: str) -> KernelInfo:
     return KernelInfo(version, images[0], mods)
 
 
+def check_initramfs_zstd(tree: Tree, kernel: KernelInfo, what: str) -> None:
+    """A zstd initramfs boots only a kernel built with CONFIG_RD_ZSTD: its package's
+    /boot/config-VERSION says so (Debian's do, from 5.9 on)."""
+    config = tree.get(f"/boot/config-{kernel.version}")
+    if config is None:
+        raise ApbuildError(f"{what}: 'zstd', but the kernel package has no /boot/config-{kernel.version} "
+                           "to show that its kernel unpacks a zstd initramfs; use 'xz'")
+    if "CONFIG_RD_ZSTD=y" not in config.read().decode(errors="replace").splitlines():
+        raise ApbuildError(f"{what}: 'zstd', but kernel {kernel.version} is built without "
+                           "CONFIG_RD_ZSTD and cannot unpack a zstd initramfs; use 'xz'")
+
+
 def _depends(entry: Entry) -> list[str]:
     from elftools.elf.elffile import ELFFile   # here: a cached build reads no module
 

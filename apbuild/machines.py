@@ -121,6 +121,11 @@ def load_machine(path: Path) -> Machine:
             errors.append(ConfigError(path, "image.formats", f"{fmt} is made for an amd64 virtual machine "
                                       "whose raw image is the whole disk (arch = 'amd64', image.raw_size = 'disk')"))
     k = machine.kernel
+    # The manual has a gateway's admin type "ramdisk.ext2.xz" into the Initrd field: xz only.
+    if k.ramdisk_compression != "xz" and (machine.bootloader == "gateway" or k.ramdisk_format == "ext2"):
+        errors.append(ConfigError(path, "kernel.ramdisk_compression", f"{k.ramdisk_compression!r} is for "
+                                  "an initramfs that GRUB loads; a gateway's ramdisk (and an ext2 RAM disk) "
+                                  "is ramdisk.ext2.xz, packed with 'xz'"))
     if bool(k.file) != bool(k.sha256):
         errors.append(ConfigError(path, "kernel.sha256" if k.file else "kernel.file",
                                   "a vendor kernel needs both kernel.file and kernel.sha256"))

@@ -73,7 +73,7 @@ def bench_board(board: str, work: Path, boot: bool) -> list[tuple[str, str]]:
     if boot_dirs:
         b = boot_dirs[-1]
         payload = 0
-        for name in ("vmlinuz", "ramdisk.cpio.xz", "ramdisk.ext2.xz", proj.board.boot_files["rootfs"]):
+        for name in ("vmlinuz", proj.board.boot_files["ramdisk"], proj.board.boot_files["rootfs"]):
             if (b / name).exists():
                 size = (b / name).stat().st_size
                 payload += size

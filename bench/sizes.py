@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 LIMIT = 50e6
 INSTALLATION = (".img", ".qcow2", ".ova", ".vhdx")
 # The rootfs is .xz or, for a product with rootfs_compression = "zstd", .zst.
-PAYLOAD = ("vmlinuz", "ramdisk.cpio.xz", "ramdisk.ext2.xz", "rootfs.tar.xz", "rootfs.tar.zst")
+PAYLOAD = ("vmlinuz", "ramdisk.cpio.xz", "ramdisk.cpio.zst", "ramdisk.ext2.xz", "rootfs.tar.xz", "rootfs.tar.zst")
 
 
 def build_tree(tree: Path, board: str, cache: Path) -> dict[str, int]:

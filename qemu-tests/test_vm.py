@@ -136,6 +136,7 @@ def test_full_data_disk_fails_cleanly_raises_the_alarm_and_the_reserve_frees_it(
             assert time.monotonic() < deadline, f"the page {'never shows' if present else 'still shows'} {text!r}"
             time.sleep(1)
 
+    vm.wait_http("/manager/", 120, auth=ADMIN)   # a first boot's manager makes its reserve first
     with MailServer() as smtp:
         form = {"email": "ops@example.com", "server": "10.0.2.2", "port": str(smtp.port), "threshold": "95"}
         status, said = vm.http_get("/cgi-bin/alarms", auth=ADMIN, timeout=60, post=urlencode({**form, "threshold": "0"}).encode())

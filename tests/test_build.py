@@ -13,6 +13,7 @@ from apbuild.cache import Cache
 from apbuild.config import find_root
 from apbuild.testing import scratch
 from apbuild.testing.builds import start_build
+from apbuild.testing.packed import unpacked
 from apbuild.testing.seeding import seeded_cache
 
 ROOT = find_root()
@@ -83,19 +84,16 @@ def test_interrupted_build_leaves_nothing_final_and_resumes(resumed):
 def first_difference(a: Path, b: Path) -> str:
     """Name the first file that differs inside two builds' rootfs/ramdisk archives and sda1."""
     import io
-    import lzma
     import tarfile
 
     def members(path: Path) -> dict[str, bytes]:
-        # A zstd product's rootfs.tar.zst: Python reads zstd only from 3.14 on.
-        data = (subprocess.run(["zstd", "-dcq", str(path)], capture_output=True, check=True).stdout
-                if path.suffix == ".zst" else lzma.decompress(path.read_bytes()))
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r|") as tar:
+        with tarfile.open(fileobj=io.BytesIO(unpacked(path)), mode="r|") as tar:
             return {m.name: (tar.extractfile(m).read() if m.isfile() else repr((m.mode, m.uid, m.gid, m.linkname)).encode())
                     for m in tar}
 
     rootfs = "rootfs.tar.zst" if (a / "rootfs.tar.zst").exists() else "rootfs.tar.xz"
-    for name in ("vmlinuz", "ramdisk.cpio.xz", rootfs, "boot.img"):
+    ramdisk = next(n for n in ("ramdisk.cpio.zst", "ramdisk.cpio.xz", "ramdisk.ext2.xz") if (a / n).exists())
+    for name in ("vmlinuz", ramdisk, rootfs, "boot.img"):
         if (a / name).read_bytes() != (b / name).read_bytes():
             if name == rootfs:
                 ma, mb = members(a / name), members(b / name)
@@ -172,6 +170,6 @@ def test_first_difference_names_the_member(tmp_path, rootfs):
         packed = (subprocess.run(["zstd", "-q", "-c"], input=buf.getvalue(), capture_output=True, check=True).stdout
                   if rootfs.endswith(".zst") else lzma.compress(buf.getvalue()))
         (d / rootfs).write_bytes(packed)
-        for other in ("vmlinuz", "ramdisk.cpio.xz", "boot.img"):
+        for other in ("vmlinuz", "ramdisk.cpio.zst", "boot.img"):
             (d / other).write_bytes(b"same")
     assert first_difference(tmp_path / "a", tmp_path / "b") == f"{rootfs}: ./etc/changed"

@@ -53,6 +53,10 @@ def test_the_outputs_have_the_manuals_names(board, outputs):
     ("cpus = 1", "cpus = 1\ncolour = 3", "colour", "allowed keys here"),
     ('machine = "pc"', 'machine = "pc"\nspeed = 9', "qemu.speed", "allowed keys here"),
     ('disk = "virtio-scsi"', 'disk = "floppy"', "qemu.disk", "virtio-scsi"),
+    ('ramdisk_compression = "zstd"', 'ramdisk_compression = "lz4"', "kernel.ramdisk_compression",
+     "'lz4' is not allowed; use one of: xz, zstd"),
+    ('ramdisk_format = "initramfs"', 'ramdisk_format = "ext2"', "kernel.ramdisk_compression",
+     "a gateway's ramdisk (and an ext2 RAM disk) is ramdisk.ext2.xz, packed with 'xz'"),
 ])
 def test_bad_machine_names_file_key_and_allowed(tmp_path, old, new, key, words):
     path = write_machine(tmp_path, old, new)
@@ -313,3 +317,16 @@ def test_a_zstd_product_puts_rootfs_tar_zst_on_sda1_and_an_xz_one_rootfs_tar_xz(
     for name, file in (("tryton@x86_64-vm", "rootfs.tar.zst"), ("erp@ipx13", "rootfs.tar.zst"),
                        ("x86_64-vm", "rootfs.tar.xz"), ("ipx13", "rootfs.tar.xz")):
         assert load_project(ROOT, name).board.boot_files["rootfs"] == file, name
+
+
+def test_the_ramdisk_is_ramdisk_cpio_zst_where_grub_loads_it_and_the_manuals_name_on_a_gateway(tmp_path):
+    # The VM's GRUB names its file; a gateway's admin types ramdisk.ext2.xz (the manual, D6).
+    assert load_project(ROOT, "x86_64-vm").board.boot_files["ramdisk"] == "ramdisk.cpio.zst"
+    for name in ("ipx10", "ipx11", "ipx13", "erp@ipx13"):
+        assert load_project(ROOT, name).board.boot_files["ramdisk"] == "ramdisk.ext2.xz", name
+    path = tmp_path / "ipx13.toml"
+    text = (ROOT / "machines" / "ipx13.toml").read_text()
+    path.write_text(text.replace('ramdisk_format = "initramfs"', 'ramdisk_format = "initramfs"\nramdisk_compression = "zstd"'))
+    with pytest.raises(ConfigError) as err:
+        load_machine(path)
+    assert err.value.key == "kernel.ramdisk_compression" and "ramdisk.ext2.xz" in str(err.value)

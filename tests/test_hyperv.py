@@ -4,6 +4,7 @@ host can show (VMBus, storvsc, netvsc, hv_utils at work) is in docs/user-guide.m
 
 from __future__ import annotations
 
+import io
 import json
 import lzma
 import re
@@ -16,6 +17,7 @@ from apbuild.leakscan import cpio_members
 from apbuild.pipeline import build
 from apbuild.run import run
 from apbuild.testing import scratch
+from apbuild.testing.packed import unpacked
 
 ROOT = find_root()
 BOARD = "x86_64-vm"
@@ -38,8 +40,7 @@ def kernel_version(result) -> str:
 
 
 def test_ramdisk_loads_the_vmbus_before_storvsc(vm):
-    with lzma.open(vm.boot_files["ramdisk"]) as f:
-        members = dict(cpio_members(f))
+    members = dict(cpio_members(io.BytesIO(unpacked(vm.boot_files["ramdisk"]))))
     base = HV.format(version=kernel_version(vm))
     for module in ("hv/hv_vmbus.ko", "scsi/hv_storvsc.ko", "scsi/scsi_transport_fc.ko"):
         assert base + module in members, module

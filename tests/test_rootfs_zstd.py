@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import io
 import json
-import lzma
 import subprocess
 import tarfile
 
 from apbuild import leakscan, pipeline, signing
 from apbuild.config import find_root, load_project
+from apbuild.testing.packed import unpacked
 from apbuild.testing.seeding import definitions_copy
 
 ROOT = find_root()
@@ -49,7 +49,7 @@ def test_a_zstd_products_sda1_carries_rootfs_tar_zst_and_its_contract_names_it(t
     assert "./usr/bin/busybox" in members and "./etc/apbuild/device.conf" in members
     assert "./usr/bin/zstd" not in members, "the rootfs never unpacks a rootfs"
 
-    ramdisk = dict(leakscan.cpio_members(io.BytesIO(lzma.decompress((boot.parent / "ramdisk.cpio.xz").read_bytes()))))
+    ramdisk = dict(leakscan.cpio_members(io.BytesIO(unpacked(boot.parent / project.board.boot_files["ramdisk"]))))
     assert "FILE_ROOTFS=rootfs.tar.zst\n" in ramdisk["etc/apbuild/device.conf"].decode()
     assert "usr/bin/zstd" in ramdisk
     assert leakscan.scan_file(rootfs, {"/nonexistent/build-host-path": "work tree"}) == []

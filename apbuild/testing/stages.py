@@ -36,7 +36,7 @@ def stages(project: Project, cache: Cache) -> dict[str, tuple[Callable[..., None
         if image == "ramdisk" and ramdisk_format == "ext2":
             found["ramdisk-ext2"] = (images.make_ext2_ramdisk, images.config_inputs(b, image))
         else:
-            name = project.board.boot_files["rootfs"] if image == "rootfs" else "ramdisk.cpio.xz"
+            name = project.board.boot_files[image]
             found[image] = (images.make_join, images.JoinInputs(
                 name, placeholder(f"{image}-system"), placeholder(f"{image}-config")))
     found["boot"] = (bootfs.make_boot, bootfs.boot_inputs(b, placeholder("kernel"), placeholder("ramdisk"),
