@@ -160,6 +160,20 @@ class Cache:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    @contextlib.contextmanager
+    def download_file(self, sha256: str) -> Iterator[Path]:
+        """A new file in incoming/ to download a blob into, gone afterwards unless put_blob
+        took it. Its name is its own: two processes that fetch one file at once (the suite's
+        workers, two builds on one cache) wrote into one shared name, and each refused the
+        mix the other had made of it."""
+        fd, name = tempfile.mkstemp(prefix=f"{sha256}.", suffix=".part", dir=self.incoming())
+        os.close(fd)
+        path = Path(name)
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
     # -- stage results --------------------------------------------------------------
     def stage_dir(self, stage: str, key: str) -> Path:
         return self.root / "stages" / stage / key

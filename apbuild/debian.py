@@ -293,7 +293,10 @@ def fetch(lockfile: Lockfile, sources: tuple[Source, ...], cache: Cache, *, boar
     missing = [p for p in lockfile.packages if not cache.has_blob(p.sha256)]
 
     def get(pkg: LockedPackage) -> None:
-        tmp = cache.incoming() / f"{pkg.sha256}.part"
+        with cache.download_file(pkg.sha256) as tmp:
+            fetch_one(pkg, tmp)
+
+    def fetch_one(pkg: LockedPackage, tmp: Path) -> None:
         what = f"{pkg.name} {pkg.version}"
         if cache.remote is not None and cache.remote.pull_blob(pkg.sha256, tmp):
             try:
@@ -308,7 +311,6 @@ def fetch(lockfile: Lockfile, sources: tuple[Source, ...], cache: Cache, *, boar
         try:
             download(f"{source.uri}/{pkg.filename}", tmp)
         except NotFound:
-            tmp.unlink(missing_ok=True)
             raise ApbuildError(f"{pkg.name} {pkg.version} is no longer on the mirror ({pkg.suite}): "
                                f"refresh the lockfile with './build.py lock {board}'") from None
         cache.put_blob(tmp, pkg.sha256, what)

@@ -47,7 +47,7 @@ def inspect(tree: Tree, image_glob: str) -> KernelInfo:
 
 def check_initramfs_zstd(tree: Tree, kernel: KernelInfo, what: str) -> None:
     """A zstd initramfs boots only a kernel built with CONFIG_RD_ZSTD: its package's
-    /boot/config-VERSION says so (Debian's do, from 5.9 on)."""
+    /boot/config-VERSION says so (bookworm's amd64 kernel does)."""
     config = tree.get(f"/boot/config-{kernel.version}")
     if config is None:
         raise ApbuildError(f"{what}: 'zstd', but the kernel package has no /boot/config-{kernel.version} "

@@ -133,19 +133,23 @@ def resolve(requirements: Sequence[str], arch: str, version: str, glibc: int,
 
 def fetch(dist: PythonDist, cache: Cache) -> Path:
     if not cache.has_blob(dist.sha256):
-        tmp = cache.incoming() / f"{dist.sha256}.part"
-        try:
-            debian.download(dist.url, tmp)
-        except debian.NotFound:
-            raise ApbuildError(f"{dist.name} {dist.version}: {dist.url} is gone from the index; "
-                               f"lock again ('./build.py lock BOARD')") from None
-        except ApbuildError as e:
-            # Not the mirror's message: these files come from PyPI (or APBUILD_PYPI_INDEX).
-            raise ApbuildError(f"{dist.name} {dist.version}: cannot download {dist.filename} from "
-                               f"PyPI ({str(e).split(': ', 1)[-1].split(' (tried')[0]}); the build needs "
-                               f"the lockfile's Python files once, then takes them from the cache") from None
-        cache.put_blob(tmp, dist.sha256, f"{dist.name} {dist.version} ({dist.filename})")
+        with cache.download_file(dist.sha256) as tmp:
+            _download(dist, cache, tmp)
     return cache.blob(dist.sha256)
+
+
+def _download(dist: PythonDist, cache: Cache, tmp: Path) -> None:
+    try:
+        debian.download(dist.url, tmp)
+    except debian.NotFound:
+        raise ApbuildError(f"{dist.name} {dist.version}: {dist.url} is gone from the index; "
+                           f"lock again ('./build.py lock BOARD')") from None
+    except ApbuildError as e:
+        # Not the mirror's message: these files come from PyPI (or APBUILD_PYPI_INDEX).
+        raise ApbuildError(f"{dist.name} {dist.version}: cannot download {dist.filename} from "
+                           f"PyPI ({str(e).split(': ', 1)[-1].split(' (tried')[0]}); the build needs "
+                           f"the lockfile's Python files once, then takes them from the cache") from None
+    cache.put_blob(tmp, dist.sha256, f"{dist.name} {dist.version} ({dist.filename})")
 
 
 def wheel_for(dist: PythonDist, cache: Cache, arch: str) -> Path:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import hashlib
 import http.server
 import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -86,6 +89,42 @@ def test_hash_mismatch_names_the_package_and_refuses(tmp_path, http_dir):
         debian.fetch(lock, (Source(url, "bookworm"),), cache)
     assert not cache.has_blob("0" * 64)
     assert list(cache.incoming().iterdir()) == []
+
+
+class SlowHandler(http.server.SimpleHTTPRequestHandler):
+    """Sends a file in small pieces with pauses: two downloads of it overlap."""
+
+    def copyfile(self, source, outputfile):
+        while piece := source.read(4096):
+            outputfile.write(piece)
+            outputfile.flush()
+            time.sleep(0.01)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_two_fetches_of_one_package_at_once_each_get_it_whole(tmp_path):
+    # The suite's workers share one cache and may fetch the same .deb at the same moment;
+    # with one shared download name each wrote into the other's file and refused the mix.
+    root = tmp_path / "mirror"
+    (root / "pool").mkdir(parents=True)
+    data = bytes(range(256)) * 256                                        # 64 KiB: 16 pieces
+    (root / "pool" / "tool_1.0_amd64.deb").write_bytes(data)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SlowHandler, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    sha = hashlib.sha256(data).hexdigest()
+    pkg = LockedPackage("tool", "1.0", "amd64", "bookworm", "pool/tool_1.0_amd64.deb", len(data), sha, "tool")
+    lock = Lockfile("amd64", "Mon, 23 Nov 2026 11:22:37 UTC", ("tool",), (), (pkg,))
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            results = [f.result() for f in [pool.submit(debian.fetch, lock, (Source(url, "bookworm"),),
+                                                        Cache(tmp_path / "cache")) for _ in range(2)]]
+    finally:
+        server.shutdown()
+    assert [r["tool"].read_bytes() == data for r in results] == [True, True]
+    assert list(Cache(tmp_path / "cache").incoming().iterdir()) == []
 
 
 def test_package_gone_from_the_mirror_says_how_to_refresh(tmp_path, http_dir):
