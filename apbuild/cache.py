@@ -161,12 +161,12 @@ class Cache:
         return path
 
     @contextlib.contextmanager
-    def download_file(self, sha256: str) -> Iterator[Path]:
-        """A new file in incoming/ to download a blob into, gone afterwards unless put_blob
-        took it. Its name is its own: two processes that fetch one file at once (the suite's
-        workers, two builds on one cache) wrote into one shared name, and each refused the
-        mix the other had made of it."""
-        fd, name = tempfile.mkstemp(prefix=f"{sha256}.", suffix=".part", dir=self.incoming())
+    def download_file(self, label: str) -> Iterator[Path]:
+        """A new file in incoming/ to download into (label begins its name: the blob's hash,
+        or what the file is), gone afterwards unless put_blob took it. Its name is its own:
+        two processes that fetch one file at once (the suite's workers, two builds on one
+        cache) wrote into one shared name, and each refused the mix the other had made of it."""
+        fd, name = tempfile.mkstemp(prefix=f"{label}.", suffix=".part", dir=self.incoming())
         os.close(fd)
         path = Path(name)
         try:

@@ -101,16 +101,13 @@ def parse_release(text: str, source: Source, raw: bytes = b"") -> Release:
 
 
 def fetch_release(source: Source, keyring: Path, cache: Cache) -> Release:
-    tmp = cache.incoming() / f"InRelease-{source.suite}"
-    try:
-        download(f"{source.uri}/dists/{source.suite}/InRelease", tmp)
-    except NotFound as e:
-        raise ApbuildError(f"{source.uri} has no suite {source.suite} ({e})") from None
-    try:
+    with cache.download_file(f"InRelease-{source.suite}") as tmp:
+        try:
+            download(f"{source.uri}/dists/{source.suite}/InRelease", tmp)
+        except NotFound as e:
+            raise ApbuildError(f"{source.uri} has no suite {source.suite} ({e})") from None
         raw = tmp.read_bytes()
-        text = verify_inrelease(raw, keyring, f"{source.uri} {source.suite}")
-    finally:
-        tmp.unlink(missing_ok=True)
+    text = verify_inrelease(raw, keyring, f"{source.uri} {source.suite}")
     return parse_release(text, source, raw)
 
 
@@ -149,16 +146,15 @@ def fetch_packages_index(release: Release, arch: str, cache: Cache) -> str:
         for path in (rel, by_hash):
             if cache.has_blob(digest):
                 break
-            tmp = cache.incoming() / f"Packages-{source.suite}-{arch}"
-            try:
-                download(f"{source.uri}/dists/{source.suite}/{path}", tmp)
-            except NotFound:
-                continue
-            if tmp.stat().st_size == size and sha256_file(tmp) == digest:
-                cache.put_blob(tmp, digest, f"{source.suite} {rel}")
-            else:
-                tmp.unlink(missing_ok=True)
-                mismatched.append(path)
+            with cache.download_file(f"Packages-{source.suite}-{arch}") as tmp:
+                try:
+                    download(f"{source.uri}/dists/{source.suite}/{path}", tmp)
+                except NotFound:
+                    continue
+                if tmp.stat().st_size == size and sha256_file(tmp) == digest:
+                    cache.put_blob(tmp, digest, f"{source.suite} {rel}")
+                else:
+                    mismatched.append(path)
         if cache.has_blob(digest):
             return unpack(cache.blob(digest).read_bytes()).decode()
     if mismatched:

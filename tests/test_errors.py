@@ -163,3 +163,26 @@ def test_packages_index_must_match_inrelease(tmp_path, http_dir):
                              {"main/binary-amd64/Packages.xz": ("2" * 64, 17)})
     with pytest.raises(debian.MirrorSyncError, match="match InRelease"):
         debian.fetch_packages_index(release, "amd64", Cache(tmp_path / "c"))
+
+
+def test_two_fetches_of_one_packages_index_at_once_each_get_it_whole(tmp_path):
+    # Two workers locking at once download the same index; with one shared download name
+    # each read the other's half-written file and blamed a syncing mirror.
+    root = tmp_path / "mirror"
+    index = root / "dists" / "bookworm" / "main" / "binary-amd64"
+    index.mkdir(parents=True)
+    data = b"".join(b"Package: p%d\nVersion: 1.0\n\n" % i for i in range(3000))
+    (index / "Packages").write_bytes(data)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SlowHandler, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    release = debian.Release(Source(f"http://127.0.0.1:{server.server_address[1]}", "bookworm"),
+                             "Mon, 23 Nov 2026 11:22:37 UTC",
+                             {"main/binary-amd64/Packages": (hashlib.sha256(data).hexdigest(), len(data))})
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            results = [f.result() for f in [pool.submit(debian.fetch_packages_index, release, "amd64",
+                                                        Cache(tmp_path / "cache")) for _ in range(2)]]
+    finally:
+        server.shutdown()
+    assert results == [data.decode()] * 2
+    assert list(Cache(tmp_path / "cache").incoming().iterdir()) == []
