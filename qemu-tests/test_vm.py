@@ -130,7 +130,7 @@ def test_full_data_disk_fails_cleanly_raises_the_alarm_and_the_reserve_frees_it(
         return vm.http_get("/manager/", auth=ADMIN)[1]
 
     def wait_page(text: str, present: bool = True) -> None:
-        # The manager checks the disk, then makes the page: every 5 s.
+        # The manager checks the disk every 5 s; the page shows its last check.
         deadline = time.monotonic() + scaled(60)
         while (text in page()) != present:
             assert time.monotonic() < deadline, f"the page {'never shows' if present else 'still shows'} {text!r}"
