@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""What an installed, idle board costs the host in QEMU (TCG): the emulator's CPU seconds a
+minute once the manager answers, then with the manager's processes stopped (SIGSTOP), so the
+manager's own share shows. Every emulated guest of the test suite idles between its steps,
+and a device idles most of its life. Prints figures, asserts nothing.
+
+usage: bench/idle.py [BOARD] [SECONDS]   (default x86_64-vm, 60 s a figure)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from apbuild.cache import Cache, default_root  # noqa: E402
+from apbuild.config import load_project  # noqa: E402
+from apbuild.pipeline import build  # noqa: E402
+from apbuild.testing.disks import fresh_disk, installation_disk  # noqa: E402
+from apbuild.testing.machine import Machine  # noqa: E402
+
+# The manager and what it started (its loop, socat, crond), found by their command lines.
+STOP_MANAGER = ("for p in /proc/[0-9]*; do grep -qaE '/manager/|socat|crond' $p/cmdline 2>/dev/null "
+                "&& [ ${p#/proc/} != $$ ] && kill -STOP ${p#/proc/}; done; true")
+
+
+def cpu_seconds(pids: list[str]) -> float:
+    """utime + stime of the processes (QEMU's), from /proc."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def per_minute(pids: list[str], seconds: float) -> float:
+    before, start = cpu_seconds(pids), time.monotonic()
+    time.sleep(seconds)
+    return (cpu_seconds(pids) - before) * 60 / (time.monotonic() - start)
+
+
+def main() -> int:
+    name = sys.argv[1] if len(sys.argv) > 1 else "x86_64-vm"
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
+    project = load_project(ROOT, name)
+    with tempfile.TemporaryDirectory(prefix="apbuild-idle-") as tmp:
+        work = Path(tmp)
+        result = build(project, Cache(default_root()), work / "out")
+        gateway = project.board.bootloader == "gateway"
+        disk = installation_disk(result, work, "idle") if gateway else fresh_disk(result, work, "idle")
+        with Machine(project.board, disk, work, name="idle", accel="tcg") as m:
+            m.install()
+            m.wait_http("/manager/ramdisk.log", 600)
+            time.sleep(20)                  # the first boot's last steps after the answer
+            pids = subprocess.run(["pgrep", "-f", str(disk)], capture_output=True, text=True).stdout.split()
+            idle = per_minute(pids, seconds)
+            m.ok(STOP_MANAGER)
+            time.sleep(5)
+            without = per_minute(pids, seconds)
+    print(f"{name}, installed and idle, QEMU (TCG) CPU-s a minute over {seconds:.0f} s:")
+    print(f"  {idle:5.2f}  as it runs")
+    print(f"  {without:5.2f}  with the manager stopped (its share: {idle - without:.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
