@@ -82,14 +82,16 @@ def logdir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def installed(build_board, tmp_path_factory, logdir, accel):
-    """installed(board, tmp, name): a private qcow2 overlay of a disk on which the board's
-    image was installed and first booted once in this run, shared by every worker (see
-    apbuild.testing.installed). For the VM's tests whose subject is not the install."""
+    """installed(board, tmp, name): a private disk (a qcow2 overlay; a gateway's, a sparse
+    copy) of one on which the board's image was installed and first booted once in this run,
+    shared by every worker (see apbuild.testing.installed). For tests whose subject is not
+    the install."""
     shared = run_dir(tmp_path_factory) / "installed"
 
     def get(name: str, tmp: Path, disk_name: str) -> Path:
         project, result = build_board(name)
-        return overlay(installed_base(project, result, shared, logdir, accel), tmp / f"{disk_name}.qcow2")
+        base = installed_base(project, result, shared, logdir, accel)
+        return overlay(base, tmp / f"{disk_name}{base.suffix}")
     return get
 
 

@@ -336,20 +336,19 @@ GATEWAY_PAIRS = {"arm64": ("ipx13", "ipx13"), "armel": ("ipx10", "ipx11")}
 
 
 @pytest.mark.parametrize("arch", list(GATEWAY_PAIRS))
-def test_replication_stream_between_two_gateways(arch, build_board, tmp_path, logdir):
+def test_replication_stream_between_two_gateways(arch, build_board, installed, tmp_path, logdir):
     """The same stream between two gateways of one architecture (the manual: the same
-    architecture only), each installed from its image through the emulated gateway loader,
-    lean: the standby copies the cluster over TLS, follows the primary and refuses writes."""
-    from apbuild.testing.disks import installation_disk
-
-    (pa, ra), (pb, rb) = (build_board(board) for board in GATEWAY_PAIRS[arch])
+    architecture only), each a copy of the run's installed disk of its board (installed
+    through the emulated gateway loader, as test_gateway.py checks), lean: the standby copies
+    the cluster over TLS, follows the primary and refuses writes."""
+    a_board, b_board = GATEWAY_PAIRS[arch]
+    (pa, _), (pb, _) = build_board(a_board), build_board(b_board)
     with Hub() as hub, \
-            Machine(pa.board, installation_disk(ra, tmp_path, "gw-a"), logdir, name=f"gw-a-{pa.board.name}",
+            Machine(pa.board, installed(a_board, tmp_path, "gw-a"), logdir, name=f"gw-a-{pa.board.name}",
                     accel="tcg", extra=hub.args("52:54:00:77:01:01", pa.board.qemu.nic)) as a, \
-            Machine(pb.board, installation_disk(rb, tmp_path, "gw-b"), logdir, name=f"gw-b-{pb.board.name}",
+            Machine(pb.board, installed(b_board, tmp_path, "gw-b"), logdir, name=f"gw-b-{pb.board.name}",
                     accel="tcg", extra=hub.args("52:54:00:77:01:02", pb.board.qemu.nic)) as b:
         for key, m in (("a", a), ("b", b)):
-            m.install(login=False)
             m.login(timeout=900)
             m.ok(f"ip addr add {IP[key]}/24 dev eth1 && ip link set eth1 up")
         term = {key: reader(m, logdir) for key, m in (("a", a), ("b", b))}
