@@ -37,6 +37,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="apbuild-lifecycle-") as tmp:
         work = Path(tmp)
         result = build(project, Cache(default_root()), work / "out")
+        (work / "update").mkdir()
         updates = make_updates(name, work / "update")
         disk = work / ("disk.img" if gateway else "disk.qcow2")
         if gateway:
