@@ -7,7 +7,6 @@ usage: bench/lifecycle.py [BOARD]   (default x86_64-vm; a gateway runs install a
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from apbuild.cache import Cache, default_root  # noqa: E402
 from apbuild.config import load_project  # noqa: E402
 from apbuild.pipeline import build  # noqa: E402
 from apbuild.testing.accounts import ROOT as ROOT_LOGIN  # noqa: E402
+from apbuild.testing.disks import fresh_disk, installation_disk  # noqa: E402
 from apbuild.testing.lifecycle import make_updates, upload  # noqa: E402
 from apbuild.testing.machine import Machine  # noqa: E402
 
@@ -39,12 +39,7 @@ def main() -> int:
         result = build(project, Cache(default_root()), work / "out")
         (work / "update").mkdir()
         updates = make_updates(name, work / "update")
-        disk = work / ("disk.img" if gateway else "disk.qcow2")
-        if gateway:
-            subprocess.run(["cp", "--sparse=always", result.outputs["raw"], disk], check=True)
-            subprocess.run(["truncate", "-s", "4G", disk], check=True)
-        else:
-            shutil.copyfile(result.outputs["qcow2"], disk)
+        disk = installation_disk(result, work, "disk") if gateway else fresh_disk(result, work, "disk")
         figures = []
         with Machine(project.board, disk, work, name="lifecycle", accel="tcg") as m:
             start = time.monotonic()

@@ -4,11 +4,11 @@ partition table of a disk image as the host reads it."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 from apbuild.disk import Placed, read_table
 from apbuild.pipeline import BuildResult
+from apbuild.run import run
 
 
 def partitions(disk: Path) -> dict[int, Placed]:
@@ -23,15 +23,21 @@ def fresh_disk(result: BuildResult, tmp: Path, name: str) -> Path:
     return disk
 
 
+def sparse_copy(source: Path, disk: Path) -> Path:
+    """A raw disk copied with its holes (a 4 GB or 16 GiB disk holds far fewer bytes), and
+    writable whatever the source's mode."""
+    run(["cp", "--sparse=always", str(source), str(disk)])
+    disk.chmod(0o644)
+    return disk
+
+
 def raw_disk(result: BuildResult, tmp: Path, name: str) -> Path:
     """A private, sparse copy of the raw image."""
-    disk = tmp / f"{name}.img"
-    subprocess.run(["cp", "--sparse=always", str(result.outputs["raw"]), str(disk)], check=True)
-    return disk
+    return sparse_copy(result.outputs["raw"], tmp / f"{name}.img")
 
 
 def installation_disk(result: BuildResult, tmp: Path, name: str, size: str = "4G") -> Path:
     """A gateway's storage: the installation image written to the start of an empty disk."""
     disk = raw_disk(result, tmp, name)
-    subprocess.run(["truncate", "-s", size, str(disk)], check=True)
+    run(["truncate", "-s", size, str(disk)])
     return disk

@@ -24,7 +24,7 @@ from apbuild.config import Project
 from apbuild.pipeline import BuildResult
 from apbuild.run import run
 
-from .disks import installation_disk
+from .disks import installation_disk, sparse_copy
 from .machine import Machine
 
 
@@ -67,7 +67,5 @@ def overlay(base: Path, disk: Path) -> Path:
     or a sparse copy of a raw base (a gateway's: its loader reads the disk as raw)."""
     if base.suffix == ".qcow2":
         run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(disk)])
-    else:
-        run(["cp", "--sparse=always", str(base), str(disk)])
-        disk.chmod(0o644)                     # the base is read-only, its copy is not
-    return disk
+        return disk
+    return sparse_copy(base, disk)            # the base is read-only, its copy is not
