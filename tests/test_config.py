@@ -207,7 +207,7 @@ def test_a_definition_with_several_mistakes_reports_each_of_them():
 def test_machines_sharing_a_base_write_only_their_own_keys(tmp_path):
     ipx10, ipx11 = (load_board(ROOT / "boards" / f"{b}.toml") for b in ("ipx10", "ipx11"))
     assert ipx10.image_settings() == ipx11.image_settings()
-    assert (ipx10.ram_mb, ipx11.ram_mb) == (256, 1536) and ipx10.kernel.package == "linux-image-armmp"
+    assert (ipx10.ram_mb, ipx11.ram_mb) == (256, 1536) and ipx10.kernel.package == "linux-image-armmp-lpae"
     # A mistake in the shared base names the base's file; one in the machine names the machine.
     root = definitions_copy(tmp_path)
     base = root / "machines" / "common" / "armel-gateway.toml"
