@@ -7,7 +7,6 @@ usage: bench/lifecycle.py [BOARD]   (default x86_64-vm; a gateway runs install a
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,6 +18,7 @@ sys.path.insert(0, str(ROOT))
 from apbuild.cache import Cache, default_root  # noqa: E402
 from apbuild.config import load_project  # noqa: E402
 from apbuild.pipeline import build  # noqa: E402
+from apbuild.run import run  # noqa: E402
 from apbuild.testing.accounts import ROOT as ROOT_LOGIN  # noqa: E402
 from apbuild.testing.disks import fresh_disk, installation_disk  # noqa: E402
 from apbuild.testing.lifecycle import make_updates, upload  # noqa: E402
@@ -63,7 +63,7 @@ def main() -> int:
                 m.send("poweroff\n")
                 m.wait_exit(120)
                 m.kill()
-                subprocess.run(["qemu-img", "resize", "-q", str(disk), "+4G"], check=True)
+                run(["qemu-img", "resize", "-q", str(disk), "+4G"])
                 m.start()
                 start = time.monotonic()
                 m.choose_grub_entry(0)
