@@ -62,6 +62,10 @@ class Qemu:
         "qemu-system-x86_64", "qemu-system-aarch64", "qemu-system-arm"))
     machine: str = setting("-M value")
     cpu: str = setting("-cpu value", default="")
+    tcg_thread: str = setting(
+        "how TCG (emulation) runs a board of several CPUs: 'multi', a host thread per CPU "
+        "(QEMU's default), or 'single', its CPUs in turn on one thread", default="multi",
+        check=one_of("multi", "single"))
     disk: str = setting("how the disk is attached",
                         default="virtio-scsi", check=one_of("virtio-scsi", "ide", "ahci", "virtio-blk",
                                                             "lsi53c895a", "pvscsi"))

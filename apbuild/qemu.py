@@ -197,6 +197,8 @@ def command(board: Board, disk: Path, *, serial: str = "stdio", qmp_socket: Path
     if accel == "auto":
         accel = "tcg"
     q = board.qemu
+    if accel == "tcg" and q.tcg_thread == "single":
+        accel = "tcg,thread=single"
     argv = [*wrapper, q.binary, "-M", q.machine, "-accel", accel, "-m", str(board.ram_mb),
             "-smp", str(board.cpus), "-display", "none", "-monitor", "none", "-serial", serial]
     if q.cpu:

@@ -53,6 +53,8 @@ def test_the_outputs_have_the_manuals_names(board, outputs):
     ("cpus = 1", "cpus = 1\ncolour = 3", "colour", "allowed keys here"),
     ('machine = "pc"', 'machine = "pc"\nspeed = 9', "qemu.speed", "allowed keys here"),
     ('disk = "virtio-scsi"', 'disk = "floppy"', "qemu.disk", "virtio-scsi"),
+    ('machine = "pc"', 'machine = "pc"\ntcg_thread = "many"', "qemu.tcg_thread",
+     "'many' is not allowed; use one of: multi, single"),
     ('ramdisk_compression = "zstd"', 'ramdisk_compression = "lz4"', "kernel.ramdisk_compression",
      "'lz4' is not allowed; use one of: xz, zstd"),
     ('ramdisk_format = "initramfs"', 'ramdisk_format = "ext2"', "kernel.ramdisk_compression",

@@ -39,6 +39,19 @@ def test_forwards_need_user_mode_networking():
         command(BOARD, DISK, forwards={22: 2222}, netdev="tap,ifname=tap0")
 
 
+def test_tcg_runs_ipx13s_two_cpus_on_one_thread_and_kvm_is_left_as_it_is():
+    ipx13 = load_board(find_root() / "boards" / "ipx13.toml")
+    assert (ipx13.cpus, ipx13.qemu.tcg_thread) == (2, "single")
+
+    def accel(board, how: str) -> str:
+        argv = command(board, DISK, accel=how).argv
+        return argv[argv.index("-accel") + 1]
+
+    assert accel(ipx13, "tcg") == "tcg,thread=single"
+    assert accel(ipx13, "kvm") == "kvm"          # the option is TCG's; KVM runs a thread per CPU
+    assert accel(BOARD, "tcg") == "tcg"          # QEMU's default: a thread per CPU
+
+
 def test_free_ports_are_different_ones():
     from apbuild.qemu import free_ports
     for _ in range(20):
