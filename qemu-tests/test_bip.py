@@ -200,14 +200,17 @@ def test_logrotate_rotates_the_error_log(bip):
 
 def _update_pinning(name: str, tmp: Path, version: str, pin: str) -> Path:
     """The vendor's update carrying another BIP: the recipe's pin changed, the lockfile's
-    Python part resolved again (the Debian packages as locked), built and signed."""
+    Python part resolved again with every other distribution at the version the lockfile
+    pins (the Debian packages as locked), built and signed. Kept, so that a release on PyPI
+    since the lock changes nothing here (sentry-sdk 3 refused BIP's Flask 1.1 at start)."""
     project = load_project(find_root(), name)
+    locked = lockfile.read(project.board.lockfile)
+    kept = tuple(f"{d.name}=={d.version}" for v in locked.venvs for d in v.dists if d.name != "biuletyn-bip")
     recipes = tuple(dataclasses.replace(r, python=dataclasses.replace(r.python, requirements=tuple(
-        pin if q.startswith("biuletyn-bip") else q for q in r.python.requirements))) if r.python.venv else r
+        pin if q.startswith("biuletyn-bip") else q for q in r.python.requirements) + kept)) if r.python.venv else r
         for r in project.recipes)
     cache = Cache(default_root())
-    lock = pipeline.lock_python(dataclasses.replace(project, recipes=recipes),
-                                lockfile.read(project.board.lockfile), cache)
+    lock = pipeline.lock_python(dataclasses.replace(project, recipes=recipes), locked, cache)
     board = dataclasses.replace(project.board, image_version=version, path=tmp / project.board.path.name)
     lockfile.write(board.lockfile, lock)
     payload = pipeline.boot_image(dataclasses.replace(project, board=board, recipes=recipes), cache)
