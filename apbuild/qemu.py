@@ -184,12 +184,14 @@ def command(board: Board, disk: Path, *, serial: str = "stdio", qmp_socket: Path
             forwards: dict[int, int] | None = None, accel: str | None = None, snapshot: bool = False,
             cache: str = "writeback", kernel: Path | None = None, initrd: Path | None = None,
             append: str | None = None, extra: tuple[str, ...] = (), netdev: str | None = None,
-            wrapper: tuple[str, ...] = ()) -> Launch:
+            wrapper: tuple[str, ...] = (), no_reboot: bool = False) -> Launch:
     """forwards: guest TCP port -> host port on 127.0.0.1 (user-mode networking).
     netdev: a QEMU -netdev backend for the board's NIC instead of user-mode networking, e.g.
     "tap,ifname=tap0,script=no,downscript=no" (a network the caller made; no forwards then).
     wrapper: a command QEMU runs under, e.g. ("ip", "netns", "exec", NAME) to put it in a
-    network namespace, where that tap lives."""
+    network namespace, where that tap lives.
+    no_reboot: QEMU exits at a guest reset (a gateway's QEMU always does), for a caller that
+    starts the next boot itself (the test harness)."""
     forwards = dict(forwards or {})
     if netdev is not None and forwards:
         raise ValueError(f"port forwards {forwards} need user-mode networking, not netdev {netdev!r}")
@@ -209,7 +211,7 @@ def command(board: Board, disk: Path, *, serial: str = "stdio", qmp_socket: Path
     else:
         nic = f"user,model={q.nic}" + "".join(f",hostfwd=tcp:127.0.0.1:{h}-:{g}" for g, h in forwards.items())
         argv += ["-nic", nic]
-    if board.bootloader == "gateway":
+    if no_reboot or board.bootloader == "gateway":
         argv.append("-no-reboot")  # the emulated gateway loader starts the next boot itself
     if qmp_socket is not None:
         argv += ["-qmp", f"unix:{qmp_socket},server=on,wait=off"]

@@ -77,7 +77,7 @@ def _installed_not_booted(project, result, tmp: Path, logdir, accel) -> Path:
     """The VM's qcow2 after the rescue system installed the image, before the first normal
     boot: QEMU leaves (-no-reboot) when the installer reboots."""
     disk = fresh_disk(result, tmp, "installed")
-    with Machine(project.board, disk, logdir, name="erp-install", accel=accel, extra=("-no-reboot",)) as m:
+    with Machine(project.board, disk, logdir, name="erp-install", accel=accel) as m:
         m.expect("running install_step1.sh install", 180)
         m.expect(re.compile(rb"^finished", re.M), 600)
         m.wait_exit(300)

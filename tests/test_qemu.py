@@ -52,6 +52,17 @@ def test_tcg_runs_ipx13s_two_cpus_on_one_thread_and_kvm_is_left_as_it_is():
     assert accel(BOARD, "tcg") == "tcg"          # QEMU's default: a thread per CPU
 
 
+def test_no_reboot_is_asked_for_or_the_gateways_own():
+    """QEMU exits at a guest reset when the caller starts the next boot itself (the test
+    harness, for every board), and always for a gateway (its emulated loader); ./build.py run
+    keeps the VM's reboot in its QEMU."""
+    ipx13 = load_board(find_root() / "boards" / "ipx13.toml")
+    assert "-no-reboot" not in command(BOARD, DISK).argv
+    assert command(BOARD, DISK, no_reboot=True).argv.count("-no-reboot") == 1
+    assert command(ipx13, DISK).argv.count("-no-reboot") == 1
+    assert command(ipx13, DISK, no_reboot=True).argv.count("-no-reboot") == 1
+
+
 def test_free_ports_are_different_ones():
     from apbuild.qemu import free_ports
     for _ in range(20):
