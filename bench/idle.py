@@ -11,8 +11,6 @@ answers, and the second is taken with it stopped.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,19 +30,10 @@ STOP_MANAGER = ("for p in /proc/[0-9]*; do grep -qaE '/manager/|socat|crond' $p/
                 "&& [ ${p#/proc/} != $$ ] && kill -STOP ${p#/proc/}; done; true")
 
 
-def cpu_seconds(pids: list[str]) -> float:
-    """utime + stime of the processes (QEMU's), from /proc."""
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def per_minute(pids: list[str], seconds: float) -> float:
-    before, start = cpu_seconds(pids), time.monotonic()
+def per_minute(m: Machine, seconds: float) -> float:
+    before, start = m.cpu_seconds(), time.monotonic()
     time.sleep(seconds)
-    return (cpu_seconds(pids) - before) * 60 / (time.monotonic() - start)
+    return (m.cpu_seconds() - before) * 60 / (time.monotonic() - start)
 
 
 def main() -> int:
@@ -65,11 +54,10 @@ def main() -> int:
             m.install()
             m.wait_http("/manager/ramdisk.log", 600)
             time.sleep(20)                  # the first boot's last steps after the answer
-            pids = subprocess.run(["pgrep", "-f", str(disk)], capture_output=True, text=True).stdout.split()
-            idle = per_minute(pids, seconds)
+            idle = per_minute(m, seconds)
             m.ok(STOP_MANAGER)
             time.sleep(5)
-            without = per_minute(pids, seconds)
+            without = per_minute(m, seconds)
     print(f"{name}, installed and idle, QEMU (TCG) CPU-s a minute over {seconds:.0f} s:")
     print(f"  {idle:5.2f}  as it runs")
     print(f"  {without:5.2f}  with the manager stopped (its share: {idle - without:.2f})")

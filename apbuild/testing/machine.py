@@ -103,9 +103,9 @@ class Machine:
             self.mode = loaded.mode
             boot = loaded.qemu_args()
         # Every guest's reset ends its QEMU, and the next boot is a QEMU of its own (see
-        # _restart_after_reboot).
+        # _restart_after_reboot), unless the caller asks for no_reboot=False (bench/reboot.py).
         launch = command(self.board, self.disk, serial="stdio", qmp_socket=self.qmp_path,
-                         forwards=self.ports, no_reboot=True, **boot, **self.launch_args)
+                         forwards=self.ports, **boot, **{"no_reboot": True, **self.launch_args})
         log_launch(launch)
         self.logdir.mkdir(parents=True, exist_ok=True)
         logfile = open(self.log_path, "ab", buffering=0)
@@ -160,6 +160,12 @@ class Machine:
             self.child.terminate(force=True)
         self.child = None
         self.qmp_path.unlink(missing_ok=True)
+
+    def cpu_seconds(self) -> float:
+        """The CPU this boot's QEMU has used so far, user and system, from /proc."""
+        assert self.child is not None, "machine not started"
+        fields = Path(f"/proc/{self.child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def wait_exit(self, timeout: float = 60) -> None:
         assert self.child is not None
