@@ -212,7 +212,7 @@ def command(board: Board, disk: Path, *, serial: str = "stdio", qmp_socket: Path
         nic = f"user,model={q.nic}" + "".join(f",hostfwd=tcp:127.0.0.1:{h}-:{g}" for g, h in forwards.items())
         argv += ["-nic", nic]
     if no_reboot or board.bootloader == "gateway":
-        argv.append("-no-reboot")  # the emulated gateway loader starts the next boot itself
+        argv.append("-no-reboot")  # the caller (the harness, the gateway loader) starts the next boot
     if qmp_socket is not None:
         argv += ["-qmp", f"unix:{qmp_socket},server=on,wait=off"]
     if kernel is not None:

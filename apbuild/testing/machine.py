@@ -75,7 +75,9 @@ class Machine:
         self.name = name
         self.ports = dict(zip(guest_ports, free_ports(len(guest_ports))))
         self.qmp_path = Path(f"/tmp/apbuild-qmp-{uuid.uuid4().hex[:12]}.sock")
-        self.launch_args = launch_args
+        # Every guest's reset ends its QEMU, and the next boot is a QEMU of its own (see
+        # _restart_after_reboot), unless the caller asks for no_reboot=False (bench/reboot.py).
+        self.launch_args = {"no_reboot": True, **launch_args}
         self.child: pexpect.spawn | None = None
         self._qmp: Any = None    # qemu.qmp.legacy.QEMUMonitorProtocol, connected at start
         self.log_path = logdir / f"{name}.serial.log"
@@ -102,10 +104,8 @@ class Machine:
             loaded = gateway_loader(self.board, self.disk, self.logdir / f"{self.name}.loader")
             self.mode = loaded.mode
             boot = loaded.qemu_args()
-        # Every guest's reset ends its QEMU, and the next boot is a QEMU of its own (see
-        # _restart_after_reboot), unless the caller asks for no_reboot=False (bench/reboot.py).
         launch = command(self.board, self.disk, serial="stdio", qmp_socket=self.qmp_path,
-                         forwards=self.ports, **boot, **{"no_reboot": True, **self.launch_args})
+                         forwards=self.ports, **boot, **self.launch_args)
         log_launch(launch)
         self.logdir.mkdir(parents=True, exist_ok=True)
         logfile = open(self.log_path, "ab", buffering=0)
@@ -197,10 +197,8 @@ class Machine:
         """QEMU runs with -no-reboot: on a guest reset it exits and the next boot starts in a
         QEMU of its own, with the same disk and ports. A gateway's emulated firmware loads
         that boot from sda1, as the real gateway does. A GRUB board's BIOS and GRUB would
-        boot the same in the QEMU that reset, but slower: under TCG the x86 VM's boot to the
-        login took 39.2 to 44.3 CPU-seconds after a reboot in the same QEMU (its shutdown
-        included, about 1.5), and 32.0 to 33.2 in a new one, three times each; loading the
-        kernel and ramdisk (SeaBIOS and GRUB) took most of the difference."""
+        boot the same in the QEMU that reset, but under TCG several CPU-seconds slower, most
+        of them in loading the kernel and ramdisk (bench/reboot.py; the user guide's figures)."""
         if self.child is None or not self.rebooted():
             return False
         self.child.expect(pexpect.EOF, timeout=30)
