@@ -11,7 +11,7 @@ import gzip
 import shutil
 from pathlib import Path
 
-from . import elfcheck, fsimage, kernel, log, rootfs
+from . import bytecode, elfcheck, fsimage, kernel, log, rootfs
 from .board import Kernel
 from .config import Recipe
 from .inputs import BuildInputs, TemplateContext
@@ -136,6 +136,9 @@ def _write(tree: Tree, inp: SystemInputs, out: Path, end: bool) -> None:
 
 def make_system(inp: SystemInputs, work: Path) -> None:
     tree, _ = system_tree(inp)
+    if inp.image == "rootfs":
+        # In this layer only: the configuration layer needs the package layer's files, not these.
+        bytecode.compile_tree(tree, str(inp.where))
     _write(tree, inp, work / layer_name(inp), end=False)
 
 

@@ -107,6 +107,18 @@ def test_pages_answer_through_nginx(bip):
     assert bip.term.ok("bip-version") == "biuletyn-bip 0.7.1"
 
 
+def test_the_service_user_imports_the_image_s_compiled_modules(bip):
+    # The bip user cannot write __pycache__ beside the image's modules: the image's own pyc
+    # (hash-checked against the source) are what Python loads, none is compiled at a start.
+    out = bip.ok("su bip -s /bin/sh -c '/opt/bip/venv/bin/python3 -v -c \"import flask, gunicorn.app.wsgiapp\"' 2>&1"
+                 " | grep 'code object from'", timeout=300)
+    lines = out.splitlines()
+    assert any("/site-packages/flask/__pycache__/__init__.cpython-311.pyc'" in line for line in lines), out[-2000:]
+    assert any("/usr/lib/python3.11/__pycache__/" in line for line in lines), out[-2000:]
+    compiled_here = [line for line in lines if line.endswith(".py'")]
+    assert not compiled_here, compiled_here
+
+
 def test_an_editor_made_with_the_cli_writes_a_page(bip):
     # The guide's command line, as root (it runs as the bip user with the service's settings).
     said = bip.term.ok(f"bip user create -n {EDITOR[0]} -p {EDITOR[1]} -e redaktor@example.org "
