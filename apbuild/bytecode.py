@@ -64,17 +64,24 @@ def compile_tree(tree: Tree, where: str) -> int:
     version = image_python(tree)
     if version is None:
         return 0
-    sources = sorted(p for p, e in tree if e.kind == FILE and p.endswith(".py") and PYTHON_PATHS.search(p))
+    # A source may be a link (Debian's sitecustomize.py, read at every start, links to /etc):
+    # Python imports it by the link's path and caches it beside the link.
+    sources = {}
+    for path, entry in tree:
+        if path.endswith(".py") and PYTHON_PATHS.search(path) and entry.kind != "dir":
+            real = tree.get(tree.resolve(path) or "")
+            if real is not None and real.kind == FILE:
+                sources[path] = real
     if not sources:
         return 0
     python = host_python(version, where)
     tag = f"cpython-{version.replace('.', '')}"
     work = Path(tempfile.mkdtemp(prefix="apbuild-pyc-"))
     try:
-        for path in sources:
+        for path, entry in sources.items():
             dest = work / path.lstrip("/")
             dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(tree.entries[path].read())
+            dest.write_bytes(entry.read())
         # A source that does not compile (a test's deliberately broken file, Python 2 code a
         # package ships unused) gets no pyc, as with py3compile: Python reads its source.
         run([python, "-c", COMPILE, work], env={"PYTHONHASHSEED": "0"})

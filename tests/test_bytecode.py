@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from apbuild import bytecode
 from apbuild.errors import ApbuildError
-from apbuild.tree import FILE, Entry, Tree
+from apbuild.tree import FILE, SYMLINK, Entry, Tree
 
 VERSION = "3.11"
 PYTHON = Path(f"/usr/bin/python{VERSION}")
@@ -32,6 +32,10 @@ def tree_of(sources: dict[str, str]) -> Tree:
     tree = Tree()
     for path, text in sources.items():
         tree.add(path, Entry(FILE, 0o644, data=text.encode()))
+    # Debian's: read at every start of Python, a link to /etc; and a link to nothing.
+    tree.add("/etc/python3.11/sitecustomize.py", Entry(FILE, 0o644, data=b"import os\n"))
+    tree.add("/usr/lib/python3.11/sitecustomize.py", Entry(SYMLINK, 0o777, target="/etc/python3.11/sitecustomize.py"))
+    tree.add("/usr/lib/python3.11/gone.py", Entry(SYMLINK, 0o777, target="/nowhere/gone.py"))
     return tree
 
 
@@ -41,11 +45,12 @@ def pycs(tree: Tree) -> dict[str, bytes]:
 
 def test_each_module_in_an_import_path_gets_a_checked_hash_pyc_naming_its_device_path():
     tree = tree_of(SOURCES)
-    assert bytecode.compile_tree(tree, "boards/x.toml") == 4   # old.py does not compile
+    assert bytecode.compile_tree(tree, "boards/x.toml") == 5   # old.py does not compile
     made = pycs(tree)
     assert sorted(made) == [
         "/opt/app/venv/lib/python3.11/site-packages/__pycache__/web.cpython-311.pyc",
         "/usr/lib/python3.11/__pycache__/os.cpython-311.pyc",
+        "/usr/lib/python3.11/__pycache__/sitecustomize.cpython-311.pyc",
         "/usr/lib/python3/dist-packages/shop/__pycache__/__init__.cpython-311.pyc",
         "/usr/lib/python3/dist-packages/shop/__pycache__/cart.cpython-311.pyc",
     ]
