@@ -27,17 +27,18 @@ from pathlib import Path
 from . import log
 from .errors import ApbuildError
 from .run import run
-from .tree import FILE, Entry, Tree
+from .tree import DIR, FILE, Entry, Tree
 
 # Where Python imports from on a Debian system and in a virtualenv.
 PYTHON_PATHS = re.compile(r"^/usr/lib/python3(\.\d+)?/|/lib/python3\.\d+/site-packages/")
 STDLIB = re.compile(r"^/usr/lib/python(3\.\d+)/os\.py$")
 
-# Run by the host's python3.Y: compile every .py under the work directory, the device's
-# paths in the code objects (tracebacks name /usr/lib/..., not the build's directory).
+# Run by the host's python3.Y: compile every .py under the work directory (compileall walks
+# it in sorted order), the device's paths in the code objects (a traceback names /usr/lib/...,
+# not the build's directory). It exits 0 when a file does not compile, and fails otherwise.
 COMPILE = """
 import compileall, py_compile, sys
-ok = compileall.compile_dir(sys.argv[1], quiet=2, stripdir=sys.argv[1], prependdir="/", workers=1,
+compileall.compile_dir(sys.argv[1], quiet=2, stripdir=sys.argv[1], prependdir="/", workers=1,
                             invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
 """
 
@@ -68,7 +69,7 @@ def compile_tree(tree: Tree, where: str) -> int:
     # Python imports it by the link's path and caches it beside the link.
     sources = {}
     for path, entry in tree:
-        if path.endswith(".py") and PYTHON_PATHS.search(path) and entry.kind != "dir":
+        if path.endswith(".py") and PYTHON_PATHS.search(path) and entry.kind != DIR:
             real = tree.get(tree.resolve(path) or "")
             if real is not None and real.kind == FILE:
                 sources[path] = real
