@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 from . import log
@@ -35,11 +34,12 @@ STDLIB = re.compile(r"^/usr/lib/python(3\.\d+)/os\.py$")
 
 # Run by the host's python3.Y: compile every .py under the work directory (compileall walks
 # it in sorted order), the device's paths in the code objects (a traceback names /usr/lib/...,
-# not the build's directory). It exits 0 when a file does not compile, and fails otherwise.
+# not the build's directory). A file that does not compile is skipped; the command fails only
+# if Python itself does.
 COMPILE = """
 import compileall, py_compile, sys
 compileall.compile_dir(sys.argv[1], quiet=2, stripdir=sys.argv[1], prependdir="/", workers=1,
-                            invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+                       invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
 """
 
 
@@ -60,8 +60,9 @@ def host_python(version: str, where: str) -> Path:
     return path
 
 
-def compile_tree(tree: Tree, where: str) -> int:
-    """Add the pyc of each Python source in the tree's import paths; the number added."""
+def compile_tree(tree: Tree, where: str, scratch: Path) -> int:
+    """Add the pyc of each Python source in the tree's import paths; the number added.
+    scratch: an empty directory of the caller's (the stage's work directory) to compile in."""
     version = image_python(tree)
     if version is None:
         return 0
@@ -77,7 +78,7 @@ def compile_tree(tree: Tree, where: str) -> int:
         return 0
     python = host_python(version, where)
     tag = f"cpython-{version.replace('.', '')}"
-    work = Path(tempfile.mkdtemp(prefix="apbuild-pyc-"))
+    work = scratch / "pyc"
     try:
         for path, entry in sources.items():
             dest = work / path.lstrip("/")

@@ -138,7 +138,7 @@ def make_system(inp: SystemInputs, work: Path) -> None:
     tree, _ = system_tree(inp)
     if inp.image == "rootfs":
         # In this layer only: the configuration layer needs the package layer's files, not these.
-        bytecode.compile_tree(tree, str(inp.where))
+        bytecode.compile_tree(tree, str(inp.where), work)
     _write(tree, inp, work / layer_name(inp), end=False)
 
 

@@ -28,6 +28,12 @@ SOURCES = {
 }
 
 
+@pytest.fixture
+def scratch(tmp_path: Path) -> Path:
+    (tmp_path / "scratch").mkdir()
+    return tmp_path / "scratch"
+
+
 def tree_of(sources: dict[str, str]) -> Tree:
     tree = Tree()
     for path, text in sources.items():
@@ -43,9 +49,9 @@ def pycs(tree: Tree) -> dict[str, bytes]:
     return {p: e.read() for p, e in tree if p.endswith(".pyc")}
 
 
-def test_each_module_in_an_import_path_gets_a_checked_hash_pyc_naming_its_device_path():
+def test_each_module_in_an_import_path_gets_a_checked_hash_pyc_naming_its_device_path(scratch):
     tree = tree_of(SOURCES)
-    assert bytecode.compile_tree(tree, "boards/x.toml") == 5   # old.py does not compile
+    assert bytecode.compile_tree(tree, "boards/x.toml", scratch) == 5   # old.py does not compile
     made = pycs(tree)
     assert sorted(made) == [
         "/opt/app/venv/lib/python3.11/site-packages/__pycache__/web.cpython-311.pyc",
@@ -62,18 +68,18 @@ def test_each_module_in_an_import_path_gets_a_checked_hash_pyc_naming_its_device
     assert tree.get("/usr/lib/python3/dist-packages/shop/__pycache__").kind == "dir"
 
 
-def test_the_same_sources_give_the_same_bytes():
+def test_the_same_sources_give_the_same_bytes(tmp_path):
     first, second = tree_of(SOURCES), tree_of(dict(reversed(SOURCES.items())))
-    bytecode.compile_tree(first, "a")
-    bytecode.compile_tree(second, "b")
+    bytecode.compile_tree(first, "a", tmp_path / "a")
+    bytecode.compile_tree(second, "b", tmp_path / "b")
     assert pycs(first) == pycs(second)
 
 
-def test_python_imports_the_pyc_and_compiles_an_edited_source_again(tmp_path):
+def test_python_imports_the_pyc_and_compiles_an_edited_source_again(tmp_path, scratch):
     tree = tree_of(SOURCES)
-    bytecode.compile_tree(tree, "x")
-    tree.write_dir(tmp_path)
-    site = tmp_path / "usr/lib/python3/dist-packages"
+    bytecode.compile_tree(tree, "x", scratch)
+    tree.write_dir(tmp_path / "root")
+    site = tmp_path / "root" / "usr/lib/python3/dist-packages"
     env = {"PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1"}
 
     def loaded_from() -> str:
@@ -90,14 +96,14 @@ def test_python_imports_the_pyc_and_compiles_an_edited_source_again(tmp_path):
     assert out.strip() == "set()"
 
 
-def test_an_image_without_python_gets_nothing():
+def test_an_image_without_python_gets_nothing(scratch):
     tree = tree_of({"/usr/share/app/hook.py": "X = 1\n", "/usr/bin/tool": "#!/bin/sh\n"})
-    assert bytecode.compile_tree(tree, "x") == 0
+    assert bytecode.compile_tree(tree, "x", scratch) == 0
     assert not pycs(tree)
 
 
-def test_an_image_python_the_host_lacks_is_an_error_naming_the_board_and_the_package():
+def test_an_image_python_the_host_lacks_is_an_error_naming_the_board_and_the_package(scratch):
     tree = tree_of({"/usr/lib/python3.99/os.py": "", "/usr/lib/python3/dist-packages/m.py": ""})
     with pytest.raises(ApbuildError, match=r"boards/x\.toml: the image's Python is 3\.99; .*"
                                            r"apt-get install python3\.99-minimal"):
-        bytecode.compile_tree(tree, "boards/x.toml")
+        bytecode.compile_tree(tree, "boards/x.toml", scratch)
