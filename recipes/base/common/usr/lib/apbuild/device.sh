@@ -12,6 +12,28 @@
 # shellcheck source=/dev/null
 . "${APBUILD_LIB:-/usr/lib/apbuild}/bootmode.sh"
 
+# sha256 [FILE]: the SHA-256 of FILE (or of standard input) in hex. OpenSSL's, not busybox's
+# sha256sum: it hashes twice as fast in an emulated VM (55 MB of an update: 1.8 s of CPU
+# against 3.6), and a device checks every update and every install this way.
+sha256() {
+    openssl dgst -sha256 -r ${1:+"$1"} | cut -d' ' -f1
+}
+
+# sha256_check SUMS: what 'sha256sum -c SUMS' does, by sha256 (a line "FILE: OK" or
+# "FILE: FAILED" per file); fails if a file is missing or does not match.
+sha256_check() {
+    ok=0
+    while read -r want file; do
+        file=${file#\*}                      # sha256sum's binary-mode mark
+        if [ -f "$file" ] && [ "$(sha256 "$file")" = "$want" ]; then
+            echo "$file: OK"
+        else
+            echo "$file: FAILED"; ok=1
+        fi
+    done < "$1"
+    return $ok
+}
+
 # phase NAME: a machine-readable line for the power-cut tests and the benchmark
 # ("apbuild-phase: update-write"), on the console and in $LOG when there is one.
 phase() {
