@@ -220,3 +220,8 @@ def test_sha256_and_the_sums_check_agree_with_sha256sum(tmp_path, update_key):
     check = dev.sh(f'cd "{tmp_path}" && sha256_check SHA256SUMS')
     assert check.returncode != 0
     assert check.stdout.decode().splitlines() == ["kernel: FAILED", "rootfs.tar.xz: OK", "label: FAILED"]
+    # A missing or empty list passes nothing (sha256sum -c fails on both too).
+    (tmp_path / "EMPTY").write_text("")
+    for name in ("EMPTY", "NONE"):
+        check = dev.sh(f'cd "{tmp_path}" && sha256_check {name}')
+        assert check.returncode != 0 and check.stdout.decode().strip() == f"{name}: missing or empty", check
