@@ -39,8 +39,9 @@ class NotFound(Exception):
     """The mirror has no such file (HTTP 404, or missing in a file:// mirror)."""
 
 
-def download(url: str, dest: Path, tries: int = 3) -> None:
-    """Download with retries; raises NotFound for a missing file (callers say what it means)."""
+def download(url: str, dest: Path, tries: int = 3, wait: float = 2.0) -> None:
+    """Download with retries, waiting `wait` seconds after the first failure and twice as
+    long after each next one; raises NotFound for a missing file (callers say what it means)."""
     # urllib and python-debian are imported where used: a build whose stages and downloads
     # are all cached needs neither (they are a tenth of a no-op build's time).
     import urllib.error
@@ -63,7 +64,7 @@ def download(url: str, dest: Path, tries: int = 3) -> None:
             error = e
         dest.unlink(missing_ok=True)
         if attempt < tries:
-            time.sleep(2 * attempt)
+            time.sleep(wait * 2 ** (attempt - 1))
     reason = getattr(error, "reason", error)
     raise ApbuildError(f"cannot download {url}: {reason} (tried {tries} times; is the mirror "
                        f"from the apt sources reachable? APBUILD_MIRROR overrides it)")

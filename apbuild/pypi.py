@@ -35,6 +35,7 @@ from .tree import DIR, FILE, SYMLINK, Entry, Tree
 # files and PIP_* variables are not read when locking: a local find-links or file:// index
 # would put into the lockfile a file that only this machine has.
 DEFAULT_INDEX = "https://pypi.org/simple"
+PYPI_TRIES = 6
 
 # Debian's machine name -> the wheel platform tags' (armel has no binary wheels on PyPI:
 # pure Python only).
@@ -140,14 +141,15 @@ def fetch(dist: PythonDist, cache: Cache) -> Path:
 
 def _download(dist: PythonDist, cache: Cache, tmp: Path) -> None:
     try:
-        debian.download(dist.url, tmp)
+        # PyPI has gone away for a while during a CI run: six tries over about a minute.
+        debian.download(dist.url, tmp, tries=PYPI_TRIES)
     except debian.NotFound:
         raise ApbuildError(f"{dist.name} {dist.version}: {dist.url} is gone from the index; "
                            f"lock again ('./build.py lock BOARD')") from None
     except ApbuildError as e:
         # Not the mirror's message: these files come from PyPI (or APBUILD_PYPI_INDEX).
         raise ApbuildError(f"{dist.name} {dist.version}: cannot download {dist.filename} from "
-                           f"PyPI ({str(e).split(': ', 1)[-1].split(' (tried')[0]}); the build needs "
+                           f"PyPI ({str(e).split(': ', 1)[-1].split(' (tried')[0]}; tried {PYPI_TRIES} times); the build needs "
                            f"the lockfile's Python files once, then takes them from the cache") from None
     cache.put_blob(tmp, dist.sha256, f"{dist.name} {dist.version} ({dist.filename})")
 
