@@ -193,35 +193,3 @@ def test_phase_markers_are_one_machine_readable_line(tmp_path, update_key):
     result = dev.sh(f'LOG={log}; phase update-write')
     assert result.stdout == b"apbuild-phase: update-write\n"
     assert log.read_text() == "apbuild-phase: update-write\n"
-
-
-def test_sha256_and_the_sums_check_agree_with_sha256sum(tmp_path, update_key):
-    """The device's checksums (OpenSSL's, where busybox's sha256sum was): of a file, of a
-    stream, and sda1's SHA256SUMS check, which fails on a changed or a missing file."""
-    dev = Device(tmp_path, "x86_64-vm")
-    files = {"kernel": os.urandom(70_000), "rootfs.tar.xz": os.urandom(3 * MIB + 5), "label": b"140002\n"}
-    for name, data in files.items():
-        (tmp_path / name).write_bytes(data)
-    sums = "".join(f"{hashlib.sha256(d).hexdigest()}  {n}\n" for n, d in files.items())
-    (tmp_path / "SHA256SUMS").write_text(sums)
-    stream = dev.sh("sha256", files["rootfs.tar.xz"])
-    assert stream.stdout.decode().strip() == hashlib.sha256(files["rootfs.tar.xz"]).hexdigest()
-    of_file = dev.sh(f'sha256 "{tmp_path}/label"').stdout.decode().strip()
-    assert of_file == hashlib.sha256(b"140002\n").hexdigest()
-
-    check = dev.sh(f'cd "{tmp_path}" && sha256_check SHA256SUMS')
-    assert check.returncode == 0, check
-    assert check.stdout.decode().splitlines() == [f"{n}: OK" for n in files]
-    # What busybox's and coreutils' sha256sum -c say of the same file.
-    assert subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=tmp_path, capture_output=True).returncode == 0
-
-    (tmp_path / "kernel").write_bytes(files["kernel"][:-1] + b"x")
-    (tmp_path / "label").unlink()
-    check = dev.sh(f'cd "{tmp_path}" && sha256_check SHA256SUMS')
-    assert check.returncode != 0
-    assert check.stdout.decode().splitlines() == ["kernel: FAILED", "rootfs.tar.xz: OK", "label: FAILED"]
-    # A missing or empty list passes nothing (sha256sum -c fails on both too).
-    (tmp_path / "EMPTY").write_text("")
-    for name in ("EMPTY", "NONE"):
-        check = dev.sh(f'cd "{tmp_path}" && sha256_check {name}')
-        assert check.returncode != 0 and check.stdout.decode().strip() == f"{name}: missing or empty", check

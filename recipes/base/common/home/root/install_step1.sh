@@ -149,7 +149,7 @@ add_accounts() {
 install() {
     log "install of image $(cat "$BOOT/$FILE_LABEL" 2>/dev/null) started"
     mount_boot
-    (cd "$BOOT" && sha256_check "$FILE_SUMS") >> "$LOG" 2>&1 || fail "$BOOT_DEV content does not match its checksums"
+    (cd "$BOOT" && sha256sum -c "$FILE_SUMS") >> "$LOG" 2>&1 || fail "$BOOT_DEV content does not match its checksums"
     partition
     mount_boot
     step mkfs.ext4 -F -q -L rootfs -E lazy_itable_init=1,lazy_journal_init=1 "$ROOTFS_DEV"
