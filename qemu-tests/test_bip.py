@@ -58,8 +58,10 @@ def bip(request, build_board, logdir, accel):
             m.term.close()
 
 
-def _serving(m: Machine, timeout: float = 600) -> None:
-    """Until Gunicorn answers through nginx (the first start imports the application)."""
+def _serving(m: Machine, timeout: float = 1200) -> None:
+    """Until Gunicorn answers through nginx (the first start imports the application). The
+    wait is long because a loaded host gives a guest a small share of a core: a wait meant
+    for a fault, not for a busy machine."""
     deadline = time.monotonic() + scaled(timeout)
     while True:
         try:

@@ -65,8 +65,9 @@ def erp(request, build_board, logdir, accel):
             m.login(timeout=1200)
             m.project, m.result = project, result
             m.installed = None if gateway else installed
-            # The broker takes minutes to boot under TCG; its two other users follow it.
-            _until(m, "test -e /etc/rabbitmq/.users-made", 900)
+            # The broker takes minutes to boot under TCG; its two other users follow it. With
+            # three guests and a release's xz on two cores it once took more than 900 s.
+            _until(m, "test -e /etc/rabbitmq/.users-made", 1800)
             # The guide's commands are typed where its reader types them: SSH as admin, su root.
             m.term = _reader(m, logdir)
             yield m
