@@ -67,7 +67,12 @@ def erp(request, build_board, logdir, accel):
             m.installed = None if gateway else installed
             # The broker takes minutes to boot under TCG; its two other users follow it. With
             # three guests and a release's xz on two cores it once took more than 900 s.
-            _until(m, "test -e /etc/rabbitmq/.users-made", 1800)
+            # make-users tries each request until it is taken: if it stopped, it failed, and
+            # its log says why.
+            _until(m, "test -e /etc/rabbitmq/.users-made || ! kill -0 \"$(cat /run/make-users.pid)\" 2>/dev/null",
+                   1800)
+            assert m.run("test -e /etc/rabbitmq/.users-made")[1] == 0, \
+                m.run("cat /var/log/rabbitmq/make-users.log")[0]
             # The guide's commands are typed where its reader types them: SSH as admin, su root.
             m.term = _reader(m, logdir)
             yield m

@@ -69,3 +69,35 @@ def test_releases_out_of_order_are_refused(tmp_path):
 def test_no_releases_file_names_it(tmp_path):
     with pytest.raises(ConfigError, match=r"releases/demo.toml.*file not found"):
         releases.load_releases(tmp_path, "demo", "140002")
+
+
+def _tree(root: Path, product: str, machine: str) -> Path:
+    for folder in ("boards", "products", "machines"):
+        (root / folder).mkdir(parents=True)
+    (root / "boards" / "b.toml").write_text('# a board\nproduct = "p"\nmachine = "m"\n')
+    (root / "products" / "p.toml").write_text(product)
+    (root / "machines" / "m.toml").write_text(machine)
+    return root
+
+
+def test_a_release_for_the_tests_packs_its_rootfs_with_xz_1_and_makes_its_qcow2_alone(tmp_path):
+    import tomllib
+
+    from apbuild.testing.releases import TEST_ROOTFS_XZ, for_tests
+    tree = _tree(tmp_path, 'title = "P"\n\n[layouts]\ngateway = "g"\n',
+                 'name = "m"\n\n[image]\nraw_size = "disk"\nformats = ["qcow2", "ova", "vhdx"]\n')
+    for_tests(tree, "b")
+    product = tomllib.loads((tree / "products" / "p.toml").read_text())
+    assert product == {"title": "P", "rootfs_xz": TEST_ROOTFS_XZ, "layouts": {"gateway": "g"}}
+    machine = tomllib.loads((tree / "machines" / "m.toml").read_text())
+    assert machine["image"] == {"raw_size": "disk", "formats": ["qcow2"]}
+
+
+@pytest.mark.parametrize("product", ['rootfs_xz = 3\n', 'rootfs_compression = "zstd"\n'])
+def test_a_release_that_says_how_its_rootfs_is_packed_is_built_so(tmp_path, product):
+    from apbuild.testing.releases import for_tests
+    machine = 'name = "m"\n[image]\nraw_size = "content"\n'
+    tree = _tree(tmp_path, product, machine)
+    for_tests(tree, "b")
+    assert (tree / "products" / "p.toml").read_text() == product
+    assert (tree / "machines" / "m.toml").read_text() == machine
