@@ -16,6 +16,7 @@ import pytest
 _file_seconds: dict[str, float] = collections.defaultdict(float)
 _test_seconds: dict[str, float] = collections.defaultdict(float)
 _file_cpu: dict[str, float] = collections.defaultdict(float)
+_test_cpu: dict[str, float] = collections.defaultdict(float)
 _started = time.monotonic()
 _CPU_AT_SETUP = pytest.StashKey[float]()   # the worker's CPU when the test's setup began
 
@@ -77,7 +78,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     name = report.nodeid.split("::")[0]
     _file_seconds[name] += report.duration
     _test_seconds[report.nodeid] += report.duration
-    _file_cpu[name] += sum(v for k, v in report.user_properties if k == "cpu_seconds")
+    cpu = sum(v for k, v in report.user_properties if k == "cpu_seconds")
+    _file_cpu[name] += cpu
+    _test_cpu[report.nodeid] += cpu
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -90,6 +93,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     workers = getattr(config.option, "numprocesses", None) or 1
     tr.write_line(f"{sum(_file_seconds.values()):8.1f} s  {sum(_file_cpu.values()):8.1f} s CPU  in all, "
                   f"on {workers} worker(s); wall clock {(time.monotonic() - _started) / 60:.1f} min")
-    tr.section("the 15 slowest tests (setup + call + teardown)")
-    for name, seconds in sorted(_test_seconds.items(), key=lambda kv: -kv[1])[:15]:
-        tr.write_line(f"{seconds:8.1f} s  {name}")
+    # A module fixture's boot and a session fixture's build count in the test that first
+    # asked for them.
+    for title, table in (("the 15 slowest tests (setup + call + teardown)", _test_seconds),
+                         ("the 15 tests that used the most CPU", _test_cpu)):
+        tr.section(title)
+        for name in sorted(table, key=lambda n: -table[n])[:15]:
+            tr.write_line(f"{_test_seconds[name]:8.1f} s  {_test_cpu[name]:8.1f} s CPU  {name}")

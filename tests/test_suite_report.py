@@ -42,3 +42,7 @@ def test_each_file_has_the_cpu_its_tests_used(tmp_path: Path, workers: list[str]
     assert busy[1] >= 0.8 and idle[1] < 0.4 and idle[0] >= 0.8, out
     total = re.search(r"^\s*[\d.]+ s\s+([\d.]+) s CPU  in all", out, re.M)
     assert total and float(total[1]) >= busy[1] + idle[1] - 0.11, out
+    # Each test's own line, the busiest first in the CPU table.
+    by_cpu = out.split("the 15 tests that used the most CPU")[1]
+    first = re.search(r"^\s*([\d.]+) s\s+([\d.]+) s CPU  (\S+)$", by_cpu, re.M)
+    assert first and first[3] == "test_busy.py::test_a_command_spins" and float(first[2]) >= 0.8, out
