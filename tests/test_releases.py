@@ -5,6 +5,7 @@ allowed, all of its mistakes at once."""
 from __future__ import annotations
 
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from apbuild import releases
 from apbuild.config import find_root, load_project
 from apbuild.errors import ConfigError
+from apbuild.testing.releases import TEST_ROOTFS_XZ, for_tests
 
 ROOT = find_root()
 A, B = "a" * 40, "b" * 40
@@ -81,9 +83,6 @@ def _tree(root: Path, product: str, machine: str) -> Path:
 
 
 def test_a_release_for_the_tests_packs_its_rootfs_with_xz_1_and_makes_its_qcow2_alone(tmp_path):
-    import tomllib
-
-    from apbuild.testing.releases import TEST_ROOTFS_XZ, for_tests
     tree = _tree(tmp_path, 'title = "P"\n\n[layouts]\ngateway = "g"\n',
                  'name = "m"\n\n[image]\nraw_size = "disk"\nformats = ["qcow2", "ova", "vhdx"]\n')
     for_tests(tree, "b")
@@ -95,7 +94,6 @@ def test_a_release_for_the_tests_packs_its_rootfs_with_xz_1_and_makes_its_qcow2_
 
 @pytest.mark.parametrize("product", ['rootfs_xz = 3\n', 'rootfs_compression = "zstd"\n'])
 def test_a_release_that_says_how_its_rootfs_is_packed_is_built_so(tmp_path, product):
-    from apbuild.testing.releases import for_tests
     machine = 'name = "m"\n[image]\nraw_size = "content"\n'
     tree = _tree(tmp_path, product, machine)
     for_tests(tree, "b")

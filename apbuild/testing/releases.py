@@ -13,8 +13,8 @@ import fcntl
 import os
 import re
 import shutil
-import tomllib
 import sys
+import tomllib
 from pathlib import Path
 
 from apbuild import signing
@@ -89,10 +89,10 @@ def for_tests(tree: Path, board: str) -> None:
         at = first_table.start() if first_table else len(text)
         product.write_text(f"{text[:at]}rootfs_xz = {TEST_ROOTFS_XZ}\n{text[at:]}")
     machine = tree / "machines" / f"{names['machine']}.toml"
-    formats = tomllib.loads(machine.read_text()).get("image", {}).get("formats", [])
+    text = machine.read_text()
+    formats = tomllib.loads(text).get("image", {}).get("formats", [])
     if "qcow2" in formats and len(formats) > 1:
-        machine.write_text(re.sub(r"^formats = \[.*\]$", 'formats = ["qcow2"]', machine.read_text(),
-                                  count=1, flags=re.M))
+        machine.write_text(re.sub(r"^formats = \[.*\]$", 'formats = ["qcow2"]', text, count=1, flags=re.M))
 
 
 def checkout(release: Release, dest: Path) -> None:
