@@ -4,11 +4,13 @@ small test files in a directory of their own, by pytest in a subprocess."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -46,3 +48,24 @@ def test_each_file_has_the_cpu_its_tests_used(tmp_path: Path, workers: list[str]
     by_cpu = out.split("the 15 tests that used the most CPU")[1]
     first = re.search(r"^\s*([\d.]+) s\s+([\d.]+) s CPU  (\S+)$", by_cpu, re.M)
     assert first and first[3] == "test_busy.py::test_a_command_spins" and float(first[2]) >= 0.8, out
+
+
+def test_the_longest_units_go_out_first():
+    """The root conftest.py's order: the listed QEMU files (each of which exists: a renamed
+    one would drop out of the list unseen), the other QEMU tests, the listed build tests,
+    the unit tests; a file's tests keep the collection's order."""
+    root = find_root()
+    spec = importlib.util.spec_from_file_location("root_conftest", root / "conftest.py")
+    conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conftest)
+    for path in (*conftest.LONGEST_FIRST, *conftest.BUILDS_FIRST):
+        assert (root / path).is_file(), path
+    collected = ["tests/test_cache.py::test_a", "qemu-tests/test_accel.py::test_b",
+                 "tests/test_build.py::test_c", "qemu-tests/test_update_paths.py::test_d[ipx10-N-2]",
+                 "qemu-tests/test_tryton.py::test_e", "qemu-tests/test_update_paths.py::test_d[ipx10-N-1]",
+                 "tests/test_cache.py::test_f"]
+    items = [SimpleNamespace(nodeid=n) for n in collected]
+    assert [i.nodeid for i in sorted(items, key=conftest._order)] == [
+        "qemu-tests/test_tryton.py::test_e", "qemu-tests/test_update_paths.py::test_d[ipx10-N-2]",
+        "qemu-tests/test_update_paths.py::test_d[ipx10-N-1]", "qemu-tests/test_accel.py::test_b",
+        "tests/test_build.py::test_c", "tests/test_cache.py::test_a", "tests/test_cache.py::test_f"]
