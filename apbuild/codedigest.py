@@ -22,6 +22,9 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import json
+import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -49,9 +52,61 @@ def imported(source: str, package: str = NAME) -> frozenset[str]:
     return frozenset(found)
 
 
-def closure(modules: Iterable[str], package: Path = PACKAGE) -> list[str]:
+class ImportMemo:
+    """imported() for the sources earlier builds have read, kept in a small file in the cache
+    (a few kilobytes), so that a build parses only the modules edited since: parsing its 35
+    modules was about a third of a no-op build. An entry is keyed by the SHA-256 of the whole
+    source, so it cannot go stale; a memo that cannot be read or written only costs the parse."""
+
+    KEEP = 500      # entries; the oldest go first (a few per module and edit)
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self.known = self._read(path) if path is not None else {}
+        self.added = False
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, list[str]]:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict) or not all(
+                isinstance(v, list) and all(isinstance(x, str) for x in v) for v in data.values()):
+            return {}
+        return data
+
+    def imported(self, source: str, package: str = NAME) -> frozenset[str]:
+        key = hashlib.sha256(f"{package}\0{source}".encode()).hexdigest()
+        if key not in self.known:
+            self.known[key] = sorted(imported(source, package))
+            self.added = True
+        return frozenset(self.known[key])
+
+    def save(self) -> None:
+        """Write the memo if it learnt something: a file of its own, renamed into place, as
+        several builds may save at once (the last one's stays; the others' parse again)."""
+        if self.path is None or not self.added:
+            return
+        kept = dict(list(self.known.items())[-self.KEEP:])
+        tmp = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+            with os.fdopen(fd, "w") as f:
+                json.dump(kept, f)
+            os.replace(tmp, self.path)
+        except OSError:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            return          # a read-only or full cache: the next build parses again
+        self.added = False
+
+
+def closure(modules: Iterable[str], package: Path = PACKAGE, memo: ImportMemo | None = None) -> list[str]:
     """The modules given, what they import in the package, and so on; sorted. A name that is
     not a module of the package (a subpackage, an object imported by name) is left out."""
+    find = memo.imported if memo is not None else imported
     seen: set[str] = set()
     todo = [*ALWAYS, *modules]
     while todo:
@@ -60,13 +115,13 @@ def closure(modules: Iterable[str], package: Path = PACKAGE) -> list[str]:
         if module in seen or not path.is_file():
             continue
         seen.add(module)
-        todo += imported(path.read_text(), package.name)
+        todo += find(path.read_text(), package.name)
     return sorted(seen)
 
 
-def digest(modules: Iterable[str], package: Path = PACKAGE) -> str:
+def digest(modules: Iterable[str], package: Path = PACKAGE, memo: ImportMemo | None = None) -> str:
     h = hashlib.sha256()
-    for module in closure(modules, package):
+    for module in closure(modules, package, memo):
         h.update(module.encode() + b"\0" + (package / f"{module}.py").read_bytes() + b"\0")
     return h.hexdigest()
 

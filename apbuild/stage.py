@@ -127,6 +127,7 @@ class Runner:
         self.package = package
         self.built: list[str] = []
         self._code: dict[frozenset[str], str] = {}
+        self._imports = codedigest.ImportMemo(cache.root / "code-imports.json")
 
     @property
     def did_work(self) -> bool:
@@ -137,7 +138,8 @@ class Runner:
         classes' modules, and what they import."""
         modules = frozenset(code_modules(make, inputs))
         if modules not in self._code:
-            self._code[modules] = codedigest.digest(modules, self.package)
+            self._code[modules] = codedigest.digest(modules, self.package, self._imports)
+            self._imports.save()
         return self._code[modules]
 
     def key(self, name: str, make: Callable[..., Any], inputs: Any) -> str:

@@ -62,6 +62,35 @@ def test_the_digest_follows_imports_and_only_them(tmp_path):
         before = codedigest.digest(["a"], pkg)
 
 
+def test_a_build_parses_only_the_sources_earlier_builds_have_not_read(tmp_path, monkeypatch):
+    """What each source imports is kept in a file in the cache (ImportMemo): a later build
+    parses only the modules edited since, with the same digests, and a damaged memo file is
+    read as empty."""
+    pkg = package(tmp_path, {"__init__": "", "a": "from . import b\n", "b": "from .c import f\n",
+                             "c": "def f(): pass\n"})
+    path = tmp_path / "cache" / "code-imports.json"
+    memo = codedigest.ImportMemo(path)
+    before = codedigest.digest(["a"], pkg, memo)
+    memo.save()
+    assert before == codedigest.digest(["a"], pkg) and path.is_file()
+    parsed: list[str] = []
+    real = codedigest.imported
+    monkeypatch.setattr(codedigest, "imported", lambda source, name: parsed.append(source) or real(source, name))
+    assert codedigest.digest(["a"], pkg, codedigest.ImportMemo(path)) == before and parsed == []
+    (pkg / "c.py").write_text("from . import d\n")
+    (pkg / "d.py").write_text("X = 1\n")
+    memo = codedigest.ImportMemo(path)
+    after = codedigest.digest(["a"], pkg, memo)
+    memo.save()
+    assert sorted(parsed) == sorted(["from . import d\n", "X = 1\n"])      # c and d only
+    assert after == codedigest.digest(["a"], pkg) != before
+    assert codedigest.closure(["a"], pkg, codedigest.ImportMemo(path)) == ["__init__", "a", "b", "c", "d"]
+    for damaged in ("not json", '{"k": 5}', "[]"):
+        path.write_text(damaged)
+        assert codedigest.ImportMemo(path).known == {}
+        assert codedigest.digest(["a"], pkg, codedigest.ImportMemo(path)) == after
+
+
 @dataclasses.dataclass(frozen=True)
 class _Record:
     nested: tuple
