@@ -94,6 +94,7 @@ class ImportMemo:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
             with os.fdopen(fd, "w") as f:
+                os.fchmod(f.fileno(), 0o644)        # as the cache's other files, not mkstemp's 0600
                 json.dump(kept, f)
             os.replace(tmp, self.path)
         except OSError:
