@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -33,13 +34,21 @@ NAME = PACKAGE.name
 ALWAYS = ("__init__", "stage", "cache", "codedigest")
 
 
+_PARSING = threading.Lock()
+
+
 # By source text: a build keys a dozen stages whose closures share most modules, and parsing
 # is the cost (0.3 s a build when each closure parsed its modules again).
 @functools.lru_cache(maxsize=None)
 def imported(source: str, package: str = NAME) -> frozenset[str]:
     """The package's top-level modules a module's source imports (relative or absolute)."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
+    # One parse at a time: CPython 3.11's parser keeps its AST recursion depth per
+    # interpreter, and two threads' stages parsing at once failed a test run with
+    # "SystemError: AST constructor recursion depth mismatch".
+    with _PARSING:
+        tree = ast.parse(source)
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             absolute = node.level == 0 and (node.module or "").split(".")[0] == package
             if node.level == 1 or absolute:
